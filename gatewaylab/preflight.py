@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import html
 import importlib.metadata
+import re
 import sys
 import time
 from dataclasses import dataclass
@@ -32,11 +33,8 @@ class Item:
 
 
 def _version_tuple(version: str) -> tuple[int, ...]:
-    parts = []
-    for piece in version.split(".")[:3]:
-        digits = "".join(ch for ch in piece if ch.isdigit())
-        parts.append(int(digits) if digits else 0)
-    return tuple(parts)
+    """(3, 11, 2) from "3.11.2rc1": the leading digits of the first three parts."""
+    return tuple(int(re.match(r"\d*", piece).group() or 0) for piece in version.split(".")[:3])
 
 
 def check_python() -> Item:
