@@ -1,0 +1,247 @@
+"""Lesson 01's checks, both ways: the notebook's reference answers pass, the stubs are "not solved", and wrong answers
+(the mistakes learners make) fail with a message that says what to fix."""
+
+import ast
+import re
+import threading
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from gatewaylab.build import stub_source
+from gatewaylab.grading import run_check
+
+ROOT = Path(__file__).resolve().parents[1]
+SOLUTIONS = ROOT / "solutions" / "01_http_on_the_wire.ipynb"
+EXERCISES = {"01.1": "build_request", "01.2": "parse_status_line", "01.3": "read_response", "01.4": "serve_keep_alive"}
+
+pytestmark = pytest.mark.xdist_group("l01-checks")
+
+
+def _notebook_code() -> tuple[str, dict[str, str]]:
+    """The solutions notebook's setup cell, and each answer cell's source by the name of the function it defines."""
+    cells = [c.source for c in nbformat.read(SOLUTIONS, as_version=4).cells if c.cell_type == "code"]
+    answers = {}
+    for source in cells:
+        if "### BEGIN SOLUTION" in source:
+            names = [n.name for n in ast.parse(source).body if isinstance(n, ast.FunctionDef)]
+            answers[names[0]] = source
+    return cells[0], answers
+
+
+SETUP, ANSWERS = _notebook_code()
+
+
+def define(source: str, name: str):
+    """Run the setup cell and `source` in a fresh namespace, as a kernel would; return the function `name`."""
+    namespace = {}
+    exec(compile(SETUP, "<setup cell>", "exec"), namespace)
+    exec(compile(source, f"<answer cell {name}>", "exec"), namespace)
+    return namespace[name]
+
+
+def reference(name: str):
+    return define(ANSWERS[name], name)
+
+
+def variant(name: str, old: str, new: str):
+    """The reference answer with one mistake put in: `old` (which must be in it) replaced by `new`."""
+    source = ANSWERS[name]
+    assert old in source, f"the reference answer of {name} no longer contains {old!r}; update this test"
+    return define(source.replace(old, new), name)
+
+
+def failure_messages(report) -> str:
+    assert not report.passed and not report.not_solved, str(report)
+    return "\n".join(r.message for r in report.results if not r.passed)
+
+
+def test_every_exercise_has_an_answer_cell():
+    assert set(ANSWERS) == set(EXERCISES.values())
+
+
+@pytest.mark.parametrize("exercise_id, name", EXERCISES.items())
+def test_reference_answer_passes(exercise_id, name):
+    report = run_check(exercise_id, reference(name))
+    assert report.passed, str(report)
+    assert report.score == report.points >= 2
+
+
+@pytest.mark.parametrize("exercise_id, name", EXERCISES.items())
+def test_stub_is_not_solved(exercise_id, name):
+    stub = define(stub_source(ANSWERS[name], exercise_id), name)
+    report = run_check(exercise_id, stub)
+    assert report.not_solved and not report.passed and report.score == 0
+
+
+@pytest.mark.parametrize("exercise_id", EXERCISES)
+def test_exercise_is_described_with_points_and_three_hints(exercise_id):
+    report = run_check(exercise_id, None)  # not a function: the shape check answers before any case runs
+    exercise = report.exercise
+    assert 2 <= exercise.points <= 4 and len(exercise.hints) == 3 and len(exercise.cases) >= 3
+    assert "expects" in report.results[0].message
+
+
+# --- 01.1 build_request -----------------------------------------------------------------------------------------------
+
+def _request_text(method, target, host, headers=(), body=b"", *, newline="\r\n", end="\r\n", version="HTTP/1.1",
+                  host_line=True, host_last=False, length=len):
+    lines = [f"{method} {target} {version}"] + ([f"Host: {host}"] if host_line and not host_last else [])
+    lines += [f"{n}: {v}" for n, v in headers] + ([f"Host: {host}"] if host_last else [])
+    if body and length is not None:
+        lines.append(f"Content-Length: {length(body)}")
+    return (newline.join(lines) + newline + end).encode("latin-1") + body
+
+
+@pytest.mark.parametrize("mistake, expected_message", [
+    (dict(newline="\n", end="\n"), "bare"),                                 # LF instead of CRLF
+    (dict(end=""), "must end with an empty line"),                         # forgot the blank line
+    (dict(length=None), "needs a Content-Length"),                         # no Content-Length for a body
+    (dict(length=lambda body: len(body.decode())), "Content-Length value"),  # counted characters, not bytes
+    (dict(host_line=False), "missing Host header"),
+    (dict(host_last=True), "first header line must be Host"),
+    (dict(version="HTTP/1.0"), "request line must be"),
+])
+def test_build_request_mistakes_fail_with_advice(mistake, expected_message):
+    def build_request(method, target, host, headers=(), body=b""):
+        return _request_text(method, target, host, headers, body, **mistake)
+
+    assert expected_message in failure_messages(run_check("01.1", build_request))
+
+
+def test_build_request_returning_str_is_told_to_encode():
+    def build_request(method, target, host, headers=(), body=b""):
+        return _request_text(method, target, host, headers, body).decode("latin-1")
+
+    assert "must return bytes" in failure_messages(run_check("01.1", build_request))
+
+
+def test_build_request_with_a_body_too_short_for_its_length_is_caught_by_uvicorn():
+    def build_request(method, target, host, headers=(), body=b""):
+        return _request_text(method, target, host, headers, body, length=lambda b: len(b) + 1)
+
+    assert "Content-Length" in failure_messages(run_check("01.1", build_request))
+
+
+# --- 01.2 parse_status_line -------------------------------------------------------------------------------------------
+
+def test_parse_status_line_trusting_int_fails():
+    def parse_status_line(line):
+        version, code, reason = line.decode().split(" ", 2)
+        return version, int(code), reason  # int() accepts "+20" and "1_0"
+
+    assert "must raise ValueError" in failure_messages(run_check("01.2", parse_status_line))
+
+
+def test_parse_status_line_returning_the_code_as_str_fails():
+    def parse_status_line(line):
+        parts = line.decode().split(" ", 2)
+        if len(parts) != 3 or not re.fullmatch(r"HTTP/\d\.\d", parts[0]) or not re.fullmatch(r"\d{3}", parts[1]):
+            raise ValueError("malformed")
+        return tuple(parts)
+
+    report = run_check("01.2", parse_status_line)
+    assert "differ first at index 1" in failure_messages(report)
+    assert report.results[0].expected == "('HTTP/1.1', 200, 'OK')"
+
+
+def test_parse_status_line_splitting_the_reason_fails():
+    def parse_status_line(line):
+        version, code, reason = line.decode().split()  # a reason with spaces, or none, breaks this
+        return version, int(code), reason
+
+    assert "is a valid status line" in failure_messages(run_check("01.2", parse_status_line))
+
+
+def test_parse_status_line_raising_the_wrong_exception_is_told_which_one():
+    def parse_status_line(line):
+        parts = line.decode().split(" ", 2)
+        if not parts[1].isdigit() or len(parts[1]) != 3 or not parts[0].startswith("HTTP/"):  # IndexError on b""
+            raise ValueError("malformed")
+        return parts[0], int(parts[1]), parts[2]
+
+    assert "raise ValueError" in failure_messages(run_check("01.2", parse_status_line))
+    assert "IndexError" in failure_messages(run_check("01.2", parse_status_line))
+
+
+# --- 01.3 read_response -----------------------------------------------------------------------------------------------
+
+def test_read_response_waiting_for_close_times_out_with_advice():
+    def read_response(sock):
+        data = b""
+        while chunk := sock.recv(4096):  # ignores Content-Length: hangs on a keep-alive server
+            data += chunk
+        head, _, body = data.partition(b"\r\n\r\n")
+        lines = head.decode("latin-1").split("\r\n")
+        return int(lines[0].split(" ")[1]), [tuple(x.split(": ", 1)) for x in lines[1:]], body
+
+    assert "never came" in failure_messages(run_check("01.3", read_response))
+
+
+def test_read_response_with_a_single_recv_fails_on_trickled_bytes():
+    def read_response(sock):
+        data = sock.recv(65536)  # assumes the whole response arrives at once
+        head, _, body = data.partition(b"\r\n\r\n")
+        lines = head.decode("latin-1").split("\r\n")
+        return int(lines[0].split(" ")[1]), [tuple(x.split(": ", 1)) for x in lines[1:]], body
+
+    report = run_check("01.3", read_response)
+    failed = [r for r in report.results if not r.passed]
+    assert any("pieces" in r.name for r in failed), str(report)
+    assert "your code raised" in failure_messages(report) or "exactly Content-Length" in failure_messages(report)
+
+
+def test_read_response_ignoring_a_missing_content_length_loses_the_body():
+    answer = variant("read_response", "        while chunk := sock.recv(4096):\n            body += chunk\n", "")
+    assert "read until recv() returns" in failure_messages(run_check("01.3", answer))
+
+
+def test_read_response_returning_the_status_as_str_fails():
+    answer = variant("read_response", 'status = int(status_line.split(" ")[1])', 'status = status_line.split(" ")[1]')
+    assert "must be an int" in failure_messages(run_check("01.3", answer))
+
+
+def test_read_response_keeping_the_space_after_the_colon_fails():
+    answer = variant("read_response", "(name, value.strip())", "(name, value)")
+    assert "X-Lesson" in failure_messages(run_check("01.3", answer))
+
+
+# --- 01.4 serve_keep_alive --------------------------------------------------------------------------------------------
+
+def test_one_request_per_connection_fails():
+    answer = variant("serve_keep_alive", "while (request := parse_request(rfile)) is not None:",
+                     "if (request := parse_request(rfile)) is not None:")
+    messages = failure_messages(run_check("01.4", answer))
+    assert "closed without a response" in messages
+    assert "no longer accepts connections" in messages  # its `break` now leaves the accept loop
+
+
+def test_not_skipping_the_body_fails():
+    answer = variant("serve_keep_alive", "rfile.read(int(length))", "int(length)")
+    assert "read and discard the POST's body" in failure_messages(run_check("01.4", answer))
+
+
+def test_ignoring_connection_close_fails():
+    answer = variant("serve_keep_alive", "                    if not request.keep_alive:\n                        break\n",
+                     "")
+    assert "close the connection after the response" in failure_messages(run_check("01.4", answer))
+
+
+def test_crashing_on_a_bad_content_length_is_reported():
+    answer = variant("serve_keep_alive", "if not length.isdigit():", "if False:")
+    assert "crashed with ValueError" in failure_messages(run_check("01.4", answer))
+
+
+def test_no_timeout_lets_a_silent_client_block_everyone():
+    answer = variant("serve_keep_alive", "conn.settimeout(1.0)", "conn.settimeout(None)")
+    assert "conn.settimeout(1)" in failure_messages(run_check("01.4", answer))
+
+
+def test_the_checks_leave_no_server_or_thread_running():
+    from gatewaylab.servers import running
+
+    for exercise_id, name in EXERCISES.items():
+        assert run_check(exercise_id, reference(name)).passed
+    assert not [name for name in running() if name.startswith("check-01")]
+    assert not [t.name for t in threading.enumerate() if "check-01" in t.name]
