@@ -62,6 +62,9 @@ _ABSENT: Any = type("_Absent", (), {"__repr__": lambda self: "<absent>"})()
 # Text the build puts in every stub (see gatewaylab.build); finding it in the answer's code means "not solved yet".
 STUB_MARKER = "replace this line with your code"
 
+# JupyterLab right-aligns table cells; text reads better from the left (inline, so it survives HTML sanitising).
+LEFT = "text-align:left;vertical-align:top"
+
 TIMEOUT_ADVICE = "look for a loop that never ends or a read that waits for bytes that never come"
 
 _ID_PATTERN = re.compile(r"\d\d\.\d+")
@@ -286,8 +289,8 @@ class Report:
                 for name, value in (("expected", r.expected), ("got", r.got)) if value is not None)
             rows.append(
                 f'<tr><td style="color:{colour};font-weight:bold" aria-label="{label}">'
-                f"{mark}</td><td>{html.escape(r.name)}</td>"
-                f'<td style="white-space:pre-wrap">{html.escape(r.message)}{values}</td></tr>')
+                f'{mark}</td><td style="{LEFT}">{html.escape(r.name)}</td>'
+                f'<td style="{LEFT};white-space:pre-wrap">{html.escape(r.message)}{values}</td></tr>')
         table = (
             '<table style="border-collapse:collapse;font-size:90%"><thead><tr><th></th><th style="text-align:left">case'
             '</th><th style="text-align:left">result</th></tr></thead><tbody>' + "".join(rows) + "</tbody></table>"

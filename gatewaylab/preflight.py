@@ -123,10 +123,13 @@ class Report:
     __repr__ = __str__
 
     def _repr_html_(self) -> str:
+        left = "style='text-align:left'"  # JupyterLab right-aligns table cells by default
         rows = "".join(
-            f"<tr><td>{'✅' if item.ok else '❌'}</td><td>{html.escape(item.name)}</td>"
-            f"<td>{html.escape(item.found)}</td><td>{html.escape(item.advice)}</td></tr>" for item in self.items)
-        return (f"<table><tr><th></th><th>what</th><th>found</th><th>what to do</th></tr>{rows}</table>"
+            f"<tr><td>{'✅' if item.ok else '❌'}</td><td {left}>{html.escape(item.name)}</td>"
+            f"<td {left}>{html.escape(item.found)}</td><td {left}>{html.escape(item.advice)}</td></tr>"
+            for item in self.items)
+        return (f"<table><tr><th></th><th {left}>what</th><th {left}>found</th><th {left}>what to do</th></tr>{rows}"
+                "</table>"
                 f"<p><b>{html.escape(self.summary())}</b></p>")
 
 

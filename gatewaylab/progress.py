@@ -172,14 +172,14 @@ class Dashboard:
                 f'<span title="{html.escape(ex_id)} {html.escape(title)}: {labels[mark]}" '
                 f'style="color:{colours[mark]};white-space:nowrap">{mark}&nbsp;{html.escape(ex_id)}</span>'
                 for mark, ex_id, title in r.marks)
-            body.append(f"<tr><td>Lesson {r.lesson}</td><td>{r.solved}/{r.total}</td><td>{r.score}/{r.points}</td>"
-                        f"<td>{marks}</td></tr>")
+            body.append(f"<tr><td style='text-align:left'>Lesson {r.lesson}</td><td>{r.solved}/{r.total}</td><td>{r.score}/{r.points}</td>"
+                        f"<td style='text-align:left'>{marks}</td></tr>")
         solved, total, score, points = self.totals
         return ('<table class="gatewaylab-dashboard" style="border-collapse:collapse">'
                 "<caption>Progress: ✓ solved, ✗ tried, · not tried yet</caption>"
                 '<thead><tr><th style="text-align:left">lesson</th><th>solved</th><th>points</th>'
                 '<th style="text-align:left">exercises</th></tr></thead><tbody>' + "".join(body) + "</tbody>"
-                f'<tfoot><tr style="font-weight:bold"><td>Total</td><td>{solved}/{total}</td>'
+                f'<tfoot><tr style="font-weight:bold"><td style="text-align:left">Total</td><td>{solved}/{total}</td>'
                 f"<td>{score}/{points}</td><td></td></tr></tfoot></table>")
 
     def _repr_mimebundle_(self, include=None, exclude=None) -> dict[str, str]:
