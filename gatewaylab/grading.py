@@ -101,6 +101,8 @@ def _first_difference(got: Any, expected: Any) -> str:
     """A pointer to where two sequences of the same type part ways, or '' when that says nothing new."""
     if not isinstance(got, (str, bytes, list, tuple)) or not _same_kind(got, expected):
         return ""
+    if len(repr(got)) <= 20 and len(repr(expected)) <= 20:
+        return ""  # short values side by side say it all
     for index, (a, b) in enumerate(zip(got, expected)):
         if a != b:
             return f"; they differ first at index {index}: expected {short_repr(expected[index:index + 8], 60)}, " \

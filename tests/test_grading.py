@@ -322,3 +322,14 @@ def test_in_a_kernel_a_check_cell_shows_one_report_and_a_hint_button(tmp_path):
     assert "application/vnd.jupyter.widget-view+json" in button.data
     board = nb.cells[2].outputs[0].data
     assert "✗ 00.1" in board["text/plain"] and "<table" in board["text/html"]
+
+
+def test_a_long_value_points_at_the_first_difference_but_a_short_one_does_not():
+    from gatewaylab.grading import CaseFailed, expect_equal
+
+    with pytest.raises(CaseFailed) as short:
+        expect_equal("21", "20")
+    assert "differ first" not in str(short.value)
+    with pytest.raises(CaseFailed) as long:
+        expect_equal(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n", b"HTTP/1.1 200 OK\r\nContent-Length: 6\r\n")
+    assert "differ first at index 33" in str(long.value)
