@@ -1,0 +1,413 @@
+"""Lesson 04's exercises: concurrent server loops and a model of them, checked by measuring real servers.
+
+The server-loop exercises are given a `handle(conn)` made here: it reads one request head, waits, answers, and counts
+how many connections it serves at once. The checks start the learner's loop with serve_socket, send real concurrent
+clients with gatewaylab.load, and judge by the wall time and that count. Every socket has a timeout; servers are
+started under names beginning with "check-04" and stopped, and the handler's calls have ended, before a case returns.
+"""
+
+import contextlib
+import math
+import socket
+import threading
+import time
+
+from gatewaylab.demos import slow_wsgi_app
+from gatewaylab.grading import CaseFailed, Exercise, expect_equal
+from gatewaylab.load import LoadResult, RequestRecord, load
+from gatewaylab.servers import serve_socket, serve_wsgi
+
+SOCKET_TIMEOUT = 2.0  # seconds the check's handler, and its clients beyond the expected time, wait for bytes
+# No Content-Length: the body ends when the server closes the connection, so a client only sees the whole response
+# from a server loop that closes every connection.
+RESPONSE = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nConnection: close\r\n\r\nhello\n"
+
+
+# --- helpers shared by the cases --------------------------------------------------------------------------------------
+
+class SlowHandler:
+    """The handle(conn) given to a learner's server: read a request head, wait `delay` s, answer; the server loop
+    closes the connection. It records the most calls that ran at the same time (`peak`)."""
+
+    def __init__(self, delay: float):
+        self.delay = delay
+        self.lock = threading.Condition()
+        self.active = self.peak = 0
+
+    def __call__(self, conn) -> None:
+        with self.lock:
+            self.active += 1
+            self.peak = max(self.peak, self.active)
+        try:
+            conn.settimeout(SOCKET_TIMEOUT)
+            head = b""
+            while b"\r\n\r\n" not in head:
+                chunk = conn.recv(4096)
+                if not chunk:  # what a real server meets: nothing to answer, and an error for the caller
+                    raise ConnectionResetError("the client left in the middle of its request")
+                head += chunk
+            time.sleep(self.delay)  # a slow database, say: the thread waits and uses no CPU
+            conn.sendall(RESPONSE)
+        finally:
+            with self.lock:
+                self.active -= 1
+                self.lock.notify_all()
+
+    def wait_idle(self, timeout: float) -> bool:
+        with self.lock:
+            return self.lock.wait_for(lambda: self.active == 0, timeout)
+
+
+@contextlib.contextmanager
+def _running(exercise_id: str, loop):
+    """Run `loop(listener)` with serve_socket; stop it afterwards, and say so when it crashed or did not end."""
+    server = serve_socket(loop, name=f"check-{exercise_id}")
+    failure = None
+    try:
+        yield server
+    except CaseFailed as error:
+        failure = error
+    finally:
+        server.stop()  # joins the thread, so a crash is recorded in server.error by now
+    first = f"{failure.message}\n" if failure else ""
+    if failure and server.error is not None:
+        crash = f"{type(server.error).__name__}: {server.error}"
+        raise CaseFailed(f"{first}Your server loop crashed with {crash}: an error while serving one connection must "
+                         "not end the loop (catch OSError around handle(conn))",
+                         expected=failure.expected, got=failure.got) from None
+    if server.running:
+        raise CaseFailed(f"{first}Your server loop was still running after the server was stopped: it must end when "
+                         "accept() raises OSError. Is it stuck waiting for something else (a semaphore never "
+                         "released?), or does it catch that OSError? Restart the kernel to stop it.")
+    if failure:
+        raise failure
+
+
+def _send(url: str, clients: int, delay: float, steps: int) -> LoadResult:
+    """`clients` requests at once; each may take up to `steps` delays plus SOCKET_TIMEOUT to be answered."""
+    return load(url, clients, timeout=steps * delay + SOCKET_TIMEOUT)
+
+
+def _all_answered(result: LoadResult, what: str) -> None:
+    if result.ok == len(result.records):
+        return
+    errors = result.error_counts
+    if any(error.startswith("timed out") for error in errors):
+        advice = ("a response here ends when the connection closes: does your loop close every connection after "
+                  "handle(conn) returns, even when handle raises (with conn: ...)? And does every worker go back to "
+                  "work after a request?")
+    elif "connection refused" in errors:
+        advice = "the server stopped accepting connections: did your loop end, or crash?"
+    else:
+        advice = "the summary says what the clients got"
+    raise CaseFailed(f"{what}: {len(result.records) - result.ok} of {len(result.records)} clients got no complete "
+                     f"answer ({result.summary()}); {advice}")
+
+
+def _disconnect_midway(address, count: int) -> None:
+    """`count` clients that send half a request line and leave."""
+    for number in range(count):
+        try:
+            with socket.create_connection(address, timeout=SOCKET_TIMEOUT) as sock:
+                sock.sendall(b"GET /ha")
+        except ConnectionRefusedError:
+            raise CaseFailed(f"after {number} client(s) left in the middle of a request, the server refused new "
+                             "connections: did the loop end?") from None
+    time.sleep(0.2)  # let the server notice that they left
+
+
+def _finish(handler: SlowHandler) -> None:
+    """After the server stopped: every handle() call must have returned (threads left running would pile up)."""
+    if not handler.wait_idle(SOCKET_TIMEOUT + 1):
+        raise CaseFailed("handle() calls were still running after the server stopped and every client had left")
+
+
+# --- 04.1 threaded_server ---------------------------------------------------------------------------------------------
+
+threaded_server = Exercise(
+    "04.1", "A thread per connection",
+    points=3,
+    answer="a function threaded_server(listener, handle) that accepts connections for ever",
+    params=2,
+    timeout=10.0,
+    hints=[
+        "The loop must go back to accept() at once, while handle(conn) runs somewhere else: in a new thread "
+        "(threading.Thread(target=..., args=(...,), daemon=True).start()). Calling handle(conn) in the loop itself, "
+        "or joining the thread, serves one connection at a time.",
+        "Give the thread a small function of your own that calls handle(conn) inside `with conn:`, so the connection "
+        "is closed whatever happens, and catches OSError: a client that leaves mid-request makes handle raise.",
+        "def serve_and_close(conn):\n    with conn:\n        try:\n            handle(conn)\n        except OSError:\n"
+        "            pass\nwhile True:\n    conn, _ = listener.accept()\n"
+        "    threading.Thread(target=serve_and_close, args=(conn,), daemon=True).start()",
+    ],
+)
+
+
+@threaded_server.case("8 slow requests at once finish in about one delay, not 8", timeout=10.0)
+def _(answer):
+    clients, delay = 8, 0.25
+    handler = SlowHandler(delay)
+    with _running("04.1", lambda listener: answer(listener, handler)) as server:
+        result = _send(server.url, clients, delay, clients)
+        _all_answered(result, f"{clients} clients at once")
+    _finish(handler)
+    if handler.peak < clients:
+        raise CaseFailed(f"at most {handler.peak} handle() call(s) ran at the same time, so the clients were served "
+                         f"{'one at a time' if handler.peak == 1 else 'partly in turn'}: start a new thread for each "
+                         "connection and go back to accept() at once", expected=clients, got=handler.peak)
+    if result.wall > 3 * delay:
+        raise CaseFailed(f"{clients} requests that each wait {delay:g} s took {result.wall:.2f} s; a thread per "
+                         f"connection finishes them all in about {delay:g} s", expected=f"< {3 * delay:g} s",
+                         got=f"{result.wall:.2f} s")
+
+
+@threaded_server.case("every connection is closed after handle(conn) returns")
+def _(answer):
+    handler = SlowHandler(0.0)
+    with _running("04.1", lambda listener: answer(listener, handler)) as server:
+        for round_ in range(3):  # one at a time: each must end before the next starts
+            _all_answered(_send(server.url, 1, 0.0, 1), f"request {round_ + 1} of 3, sent one after another")
+    _finish(handler)
+
+
+@threaded_server.case("clients that leave mid-request don't stop the server", timeout=10.0)
+def _(answer):
+    handler = SlowHandler(0.1)
+    with _running("04.1", lambda listener: answer(listener, handler)) as server:
+        _disconnect_midway(server.address, 2)
+        result = _send(server.url, 4, 0.1, 4)
+        _all_answered(result, "4 clients after 2 others had left mid-request")
+    _finish(handler)
+
+
+# --- 04.2 pooled_server -----------------------------------------------------------------------------------------------
+
+pooled_server = Exercise(
+    "04.2", "A bounded pool of worker threads",
+    points=4,
+    answer="a function pooled_server(listener, handle, pool_size) that accepts connections for ever",
+    params=3,
+    timeout=10.0,
+    hints=[
+        "A thread per connection has no limit: 10,000 clients would make 10,000 threads. A pool starts pool_size "
+        "threads once and gives each new connection to a free one; the others wait in a queue. "
+        "concurrent.futures.ThreadPoolExecutor(max_workers=pool_size) is exactly that.",
+        "In a `with ThreadPoolExecutor(pool_size) as pool:` block, loop: accept, then pool.submit(serve_and_close, "
+        "conn), where serve_and_close calls handle(conn) in `with conn:` and catches OSError (as in 04.1). A worker "
+        "that never returns (or a semaphore never released) shrinks the pool for good.",
+        "def serve_and_close(conn):\n    with conn:\n        try:\n            handle(conn)\n        except OSError:\n"
+        "            pass\nwith ThreadPoolExecutor(max_workers=pool_size) as pool:\n    while True:\n"
+        "        conn, _ = listener.accept()\n        pool.submit(serve_and_close, conn)",
+    ],
+)
+
+
+def _staircase(answer, clients: int, pool: int, delay: float) -> tuple[LoadResult, SlowHandler]:
+    handler = SlowHandler(delay)
+    steps = math.ceil(clients / pool)
+    with _running("04.2", lambda listener: answer(listener, handler, pool)) as server:
+        result = _send(server.url, clients, delay, steps)
+        _all_answered(result, f"{clients} clients at once, a pool of {pool}")
+    _finish(handler)
+    if handler.peak > pool:
+        raise CaseFailed(f"{handler.peak} handle() calls ran at the same time with pool_size={pool}: a bounded pool "
+                         "never runs more than pool_size at once (a thread per connection has no bound)",
+                         expected=f"at most {pool}", got=handler.peak)
+    if handler.peak < pool:
+        raise CaseFailed(f"only {handler.peak} handle() call(s) ran at the same time with pool_size={pool}: use "
+                         "all pool_size workers", expected=pool, got=handler.peak)
+    expected = steps * delay
+    if not 0.9 * expected <= result.wall <= expected + 0.6:
+        raise CaseFailed(f"{clients} requests of {delay:g} s with {pool} workers should take ceil({clients}/{pool}) x "
+                         f"{delay:g} s", expected=f"about {expected:.2f} s", got=f"{result.wall:.2f} s")
+    return result, handler
+
+
+@pooled_server.case("8 requests of 0.2 s, a pool of 2: a staircase of 4 steps, about 0.8 s")
+def _(answer):
+    _staircase(answer, clients=8, pool=2, delay=0.2)
+
+
+@pooled_server.case("9 requests, a pool of 3: never more than 3 at once, and 3 steps")
+def _(answer):
+    _staircase(answer, clients=9, pool=3, delay=0.2)
+
+
+@pooled_server.case("workers whose clients left mid-request go back to work", timeout=10.0)
+def _(answer):
+    handler = SlowHandler(0.1)
+    with _running("04.2", lambda listener: answer(listener, handler, 2)) as server:
+        _disconnect_midway(server.address, 3)  # more than the pool: a worker lost to each would empty it
+        result = _send(server.url, 4, 0.1, 4)
+        _all_answered(result, "4 clients after 3 others had left mid-request, with a pool of 2")
+    _finish(handler)
+
+
+# --- 04.3 predict_wall_time -------------------------------------------------------------------------------------------
+
+KINDS = ("sequential", "threaded", "pool")
+
+predict_wall_time = Exercise(
+    "04.3", "Predict the wall time of each server",
+    points=3,
+    answer="a function predict_wall_time(kind, clients, delay, pool=None) returning seconds as a float",
+    params=3,
+    timeout=10.0,
+    hints=[
+        "All clients arrive at once and each request waits `delay` seconds. A sequential server serves them one "
+        "after another; a thread per connection serves them all at once; a pool serves `pool` at a time.",
+        "sequential: clients x delay. threaded: one delay. pool: the number of rounds, ceil(clients / pool), times "
+        "delay (math.ceil: 5 clients with a pool of 2 take 3 rounds, not 2.5). Check the arguments first and raise "
+        "ValueError for anything else.",
+        "if kind == \"sequential\": return clients * delay\nif kind == \"threaded\": return float(delay)\n"
+        "if kind == \"pool\": return math.ceil(clients / pool) * delay\n(after: if kind not in (\"sequential\", "
+        "\"threaded\", \"pool\") or clients < 1 or delay < 0 or (kind == \"pool\" and (pool is None or pool < 1)): "
+        "raise ValueError(...))",
+    ],
+)
+
+
+def _model(kind: str, clients: int, delay: float, pool: int | None) -> float:
+    return {"sequential": clients * delay, "threaded": delay, "pool": math.ceil(clients / (pool or 1)) * delay}[kind]
+
+
+def _predictions(answer, settings) -> None:
+    for kind, clients, delay, pool in settings:
+        call = f"predict_wall_time({kind!r}, {clients}, {delay}, pool={pool})"
+        got = answer(kind, clients, delay, pool=pool)
+        if isinstance(got, bool) or not isinstance(got, (int, float)):
+            raise CaseFailed(f"{call} must return a number of seconds, not {type(got).__name__}", got=got)
+        expected = _model(kind, clients, delay, pool)
+        if not math.isclose(got, expected, rel_tol=1e-9, abs_tol=1e-12):
+            raise CaseFailed(f"{call} is not what the model says", expected=expected, got=got)
+
+
+@predict_wall_time.case("sequential: every request waits for the ones before it")
+def _(answer):
+    _predictions(answer, [("sequential", 10, 0.5, None), ("sequential", 1, 0.2, None), ("sequential", 3, 0.0, None)])
+
+
+@predict_wall_time.case("threaded: all at once, one delay")
+def _(answer):
+    _predictions(answer, [("threaded", 10, 0.5, None), ("threaded", 1000, 0.25, None)])
+
+
+@predict_wall_time.case("pool: a staircase of ceil(clients / pool) steps")
+def _(answer):
+    _predictions(answer, [("pool", 8, 0.2, 2), ("pool", 5, 0.2, 2), ("pool", 3, 0.5, 4), ("pool", 10, 0.1, 10),
+                          ("pool", 7, 1.0, 1)])
+
+
+@predict_wall_time.case("bad arguments raise ValueError")
+def _(answer):
+    bad = [("forking", 4, 0.1, None), ("Sequential", 4, 0.1, None), ("sequential", 0, 0.1, None),
+           ("threaded", 4, -1.0, None), ("pool", 4, 0.1, None), ("pool", 4, 0.1, 0)]
+    for kind, clients, delay, pool in bad:
+        call = f"predict_wall_time({kind!r}, {clients}, {delay}, pool={pool})"
+        try:
+            got = answer(kind, clients, delay, pool=pool)
+        except ValueError:
+            continue
+        except Exception as error:  # the learner's exception, reported with what should have been raised instead
+            raise CaseFailed(f"{call} should raise ValueError saying what is wrong; yours raised "
+                             f"{type(error).__name__}: {error}") from None
+        raise CaseFailed(f"{call} has a bad argument, so it must raise ValueError, not return a number",
+                         expected="ValueError", got=got)
+
+
+@predict_wall_time.case("your predictions match real servers (measured now)", timeout=15.0)
+def _(answer):
+    servers = {"sequential": dict(server="gatewaylab", threads=1), "threaded": dict(server="wsgiref-threaded"),
+               "pool": dict(server="gatewaylab", threads=3)}
+    for kind, clients, delay, pool in [("sequential", 6, 0.1, None), ("threaded", 6, 0.1, None), ("pool", 7, 0.1, 3)]:
+        predicted = answer(kind, clients, delay, pool=pool)
+        with serve_wsgi(slow_wsgi_app, name="check-04.3", **servers[kind]) as server:
+            result = load(f"{server.url}/?delay={delay}", clients, timeout=clients * delay + 5)
+        if result.ok != clients:
+            raise CaseFailed(f"the {kind} server did not answer every client ({result.summary()}); run the check again")
+        if not (isinstance(predicted, (int, float)) and 0.9 * predicted <= result.wall <= predicted + 0.4):
+            raise CaseFailed(f"{kind} server, {clients} clients, {delay:g} s each"
+                             + (f", a pool of {pool}" if pool else "") + f": measured {result.wall:.2f} s",
+                             expected=f"a prediction close to {result.wall:.2f} s", got=predicted)
+
+
+# --- 04.4 idle_gaps ---------------------------------------------------------------------------------------------------
+
+idle_gaps = Exercise(
+    "04.4", "Find the SYN retries in a timeline",
+    points=3,
+    answer="a function idle_gaps(result, longer_than) returning a list of (start, end) tuples",
+    params=2,
+    timeout=20.0,
+    hints=[
+        "Only the moments requests finished matter: record.end for each record with a status (record.status is not "
+        "None; a failed request was not served). result.records is in the order requests were sent, not the order "
+        "they finished: sort the end times.",
+        "Walk through the sorted end times keeping the previous one, starting from 0.0 (the start of the run): when "
+        "end - previous > longer_than, the pair (previous, end) is a gap.",
+        "ends = sorted(r.end for r in result.records if r.status is not None)\ngaps, previous = [], 0.0\n"
+        "for end in ends:\n    if end - previous > longer_than:\n        gaps.append((previous, end))\n"
+        "    previous = end\nreturn gaps",
+    ],
+)
+
+
+def _gaps(result: LoadResult, longer_than: float) -> list[tuple[float, float]]:
+    ends = sorted(record.end for record in result.records if record.status is not None)
+    gaps, previous = [], 0.0
+    for end in ends:
+        if end - previous > longer_than:
+            gaps.append((previous, end))
+        previous = end
+    return gaps
+
+
+def _made_up(ends: list[tuple[float, int | None]]) -> LoadResult:
+    """A LoadResult whose requests all start at 0 and end at the given times, with the given statuses."""
+    records = [RequestRecord(i, i, 0.0, end, status, None if status else "connection reset")
+               for i, (end, status) in enumerate(ends)]
+    return LoadResult("made up", "http://127.0.0.1/", len(records), records, max(end for end, _ in ends))
+
+
+def _expect_gaps(got, expected, what: str) -> None:
+    if isinstance(got, list) and all(isinstance(gap, tuple) for gap in got) and len(got) == len(expected) and all(
+            math.isclose(a, b, abs_tol=1e-9) for gap, want in zip(got, expected) for a, b in zip(gap, want)):
+        return
+    expect_equal(got, expected, what)  # shows both, and where they differ
+    raise CaseFailed(f"{what} is not what was expected", expected=expected, got=got)
+
+
+@idle_gaps.case("a made-up run: sorted end times, a gap at the start, failed requests left out")
+def _(answer):
+    # Binary fractions, so the sums are exact; listed in the order sent, not the order finished.
+    result = _made_up([(1.75, 200), (0.75, 200), (2.25, 200), (1.25, None), (0.875, 200), (1.0, 200), (2.375, 200)])
+    _expect_gaps(answer(result, 0.5), [(0.0, 0.75), (1.0, 1.75)], "idle_gaps(made-up run, 0.5)")
+
+
+@idle_gaps.case("a steady run has no gaps; a gap of exactly longer_than is not one")
+def _(answer):
+    steady = _made_up([(0.25 * (i + 1), 200) for i in range(8)])
+    _expect_gaps(answer(steady, 0.5), [], "idle_gaps(requests ending every 0.25 s, 0.5)")
+    _expect_gaps(answer(steady, 0.25), [], "idle_gaps(requests ending every 0.25 s, 0.25)")
+    _expect_gaps(answer(steady, 0.125), _gaps(steady, 0.125), "idle_gaps(requests ending every 0.25 s, 0.125)")
+
+
+def _live(answer, backlog: int):
+    clients, delay = 20, 0.05
+    # wsgiref, Python's sequential server; socketserver's default backlog is 5.
+    with serve_wsgi(slow_wsgi_app, name="check-04.4", server="wsgiref", backlog=backlog) as server:
+        result = load(f"{server.url}/?delay={delay}", clients, timeout=15)
+    expected = _gaps(result, 0.5)
+    _expect_gaps(answer(result, 0.5), expected,
+                 f"idle_gaps on a real run ({clients} clients, a sequential server, backlog {backlog})")
+    return expected
+
+
+@idle_gaps.case("a real run with a backlog of 5: your gaps are the measured ones", timeout=20.0)
+def _(answer):
+    _live(answer, backlog=5)
+
+
+@idle_gaps.case("a real run with a backlog of 1024: no gaps", timeout=20.0)
+def _(answer):
+    _live(answer, backlog=1024)

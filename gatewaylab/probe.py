@@ -1,0 +1,607 @@
+"""A conformance probe: point it at any HTTP server and see what it gets right.
+
+    >>> server = serve_wsgi(probe_app, server="gatewaylab")      # or wsgiref, uvicorn (probe_asgi_app), your own...
+    >>> probe(server.url)                                        # a table: check, expected, got, passed
+    >>> probe_side_by_side({"mine": url1, "course": url2, "wsgiref": url3})
+
+The server under test runs a small known application, `probe_app` (WSGI) or `probe_asgi_app` (ASGI), so the probe
+knows what a correct answer looks like. Each check talks HTTP over a raw socket, because most of them send what no
+well-behaved client would (a broken request line, a header too big, two body lengths), and reads the answer with h11,
+a strict HTTP/1.1 parser, so a malformed answer fails the check too. Every check has a deadline: a server that hangs
+shows as a failed check, never as a hung probe.
+"""
+import html
+import socket
+import threading
+import time
+from dataclasses import dataclass, field
+from urllib.parse import parse_qs, urlsplit
+
+import h11
+
+__all__ = ["probe", "probe_side_by_side", "probe_app", "probe_asgi_app", "ProbeReport", "SideBySide", "CheckResult",
+           "CHECKS"]
+
+CHECK_TIMEOUT = 3.0  # seconds each check may take (the concurrency check gets more: see there)
+HELLO = b"Hello from the probe app\n"
+STREAM_PARTS, STREAM_DELAY = 4, 0.25  # /stream sends 4 pieces, 0.25 s apart
+SLOW_CLIENTS, SLOW_DELAY = 5, 0.5  # the concurrency check: 5 requests at once, each waiting 0.5 s
+
+
+# --- The known application ----------------------------------------------------------------------------------------
+
+def route(method, path, query, body):
+    """What the probe app answers: (status, [body pieces], seconds to wait before each piece after the first).
+
+    GET /              a fixed greeting
+    GET /query?...     the query string, still percent-encoded
+    GET /path/...      the percent-decoded path, as UTF-8
+    POST /echo         the request body
+    GET /stream?n=&delay=   n pieces, `delay` seconds apart
+    GET /slow?delay=   one answer after `delay` seconds
+    """
+    options = {name: values[0] for name, values in parse_qs(query).items()}
+    try:
+        count = min(int(options.get("n", STREAM_PARTS)), 20)
+        delay = min(float(options.get("delay", SLOW_DELAY)), 5.0)  # capped: the app is not a way to tie up a server
+    except ValueError:
+        return "400 Bad Request", [b"n must be an int and delay a number\n"], 0.0
+    if path == "/":
+        return "200 OK", [HELLO], 0.0
+    if path == "/query":
+        return "200 OK", [query.encode("latin-1")], 0.0
+    if path.startswith("/path/"):
+        return "200 OK", [path.encode("utf-8")], 0.0
+    if path == "/echo" and method == "POST":
+        return "200 OK", [body], 0.0
+    if path == "/stream":
+        return "200 OK", [f"part {i + 1} of {count}\n".encode() for i in range(count)], delay
+    if path == "/slow":
+        return "200 OK", [b"", f"waited {delay:g} s\n".encode()], delay  # the wait comes before the second piece
+    return "404 Not Found", [b"not found\n"], 0.0
+
+
+def probe_app(environ, start_response):
+    """The probe's WSGI application: run the server under test with it."""
+    length = environ.get("CONTENT_LENGTH", "")
+    if length.isdigit():  # (a server that passes on an invalid one, such as "-5", gets an empty body here)
+        body = environ["wsgi.input"].read(int(length))
+    elif environ.get("wsgi.input_terminated"):  # a server that says the input ends by itself (a de-chunked body)
+        body = environ["wsgi.input"].read()
+    else:
+        body = b""  # PEP 3333: without CONTENT_LENGTH an app must not read
+    path = environ["PATH_INFO"].encode("latin-1").decode("utf-8", "replace")
+    status, parts, delay = route(environ["REQUEST_METHOD"], path, environ.get("QUERY_STRING", ""), body)
+    start_response(status, [("Content-Type", "text/plain; charset=utf-8")])
+    return wsgi_body(parts, delay)
+
+
+def wsgi_body(parts, delay):
+    for number, part in enumerate(parts):
+        if number:
+            time.sleep(delay)
+        yield part
+
+
+async def probe_asgi_app(scope, receive, send):
+    """The same application for ASGI servers (it also answers the lifespan protocol)."""
+    import asyncio
+
+    if scope["type"] == "lifespan":
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+    if scope["type"] != "http":
+        return
+    body, more = b"", True
+    while more:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return
+        body += message.get("body", b"")
+        more = message.get("more_body", False)
+    status, parts, delay = route(scope["method"], scope["path"], scope["query_string"].decode("latin-1"), body)
+    await send({"type": "http.response.start", "status": int(status[:3]),
+                "headers": [(b"content-type", b"text/plain; charset=utf-8")]})
+    for number, part in enumerate(parts):
+        if number:
+            await asyncio.sleep(delay)
+        await send({"type": "http.response.body", "body": part, "more_body": True})
+    await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+
+# --- Talking to the server under test -----------------------------------------------------------------------------
+
+@dataclass
+class Reply:
+    """One response as the probe received it."""
+
+    status: int
+    reason: str
+    headers: dict  # lower-case name -> value (repeats joined with ", ")
+    body: bytes
+    first_data: float | None  # seconds from sending the request to the first body bytes
+    elapsed: float  # seconds from sending the request to the end of the response
+    keep_alive: bool  # False if the response said it is the last on this connection
+
+    def summary(self):
+        return f"{self.status} {self.reason}"
+
+
+class Connection:
+    """One connection to the server under test. Every read and write is bounded by the deadline, so nothing here
+    can wait longer than the check allows."""
+
+    def __init__(self, address, deadline):
+        self.deadline = deadline
+        self.sock = socket.create_connection(address, timeout=self.time_left())
+        self.parser = h11.Connection(h11.CLIENT)  # reads the responses, strictly
+        self.sent_at = time.monotonic()
+
+    def time_left(self):
+        left = self.deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError("no complete answer before the check's deadline")
+        return left
+
+    def send(self, data):
+        self.sent_at = time.monotonic()
+        try:
+            self.sock.settimeout(self.time_left())
+            self.sock.sendall(data)
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the server may refuse before reading everything; its answer may still be there to read
+
+    def receive(self):
+        self.sock.settimeout(self.time_left())
+        return self.sock.recv(65536)
+
+    def read_response(self, method="GET"):
+        """Read one response. The raw request went out already: h11 only needs to know its method (HEAD's answer has
+        no body), so it is told a stand-in request whose bytes go nowhere."""
+        self.parser.send(h11.Request(method=method, target="/", headers=[("Host", "probe")]))
+        self.parser.send(h11.EndOfMessage())
+        response, body, first_data = None, b"", None
+        while True:
+            event = self.parser.next_event()
+            if event is h11.NEED_DATA:
+                data = self.receive()
+                if not data and response is None:
+                    raise ConnectionError("the server closed the connection without an answer")
+                self.parser.receive_data(data)
+            elif isinstance(event, h11.Response):
+                response = event
+            elif isinstance(event, h11.Data):
+                first_data = first_data if first_data is not None else time.monotonic() - self.sent_at
+                body += event.data
+            elif isinstance(event, h11.EndOfMessage):
+                break
+        headers = {}
+        for name, value in response.headers:
+            name, value = name.decode("latin-1"), value.decode("latin-1")
+            headers[name] = f"{headers[name]}, {value}" if name in headers else value
+        keep_alive = self.parser.our_state is h11.DONE and self.parser.their_state is h11.DONE
+        if keep_alive:
+            self.parser.start_next_cycle()
+        return Reply(response.status_code, response.reason.decode("latin-1"), headers, body, first_data,
+                     time.monotonic() - self.sent_at, keep_alive)
+
+    def extra_bytes(self, wait):
+        """Bytes the server sends after a complete response (there should be none), within `wait` seconds."""
+        data = self.parser.trailing_data[0]
+        self.sock.settimeout(min(wait, self.time_left()))
+        try:
+            data += self.sock.recv(65536)
+        except (TimeoutError, ConnectionError):
+            pass
+        return data
+
+    def closes_within(self, wait):
+        """Does the server close the connection within `wait` seconds (without sending anything more)?"""
+        if self.parser.trailing_data[1]:
+            return True
+        self.sock.settimeout(min(wait, self.time_left()))
+        try:
+            return self.sock.recv(1) == b""
+        except TimeoutError:
+            return False
+        except ConnectionError:
+            return True  # a reset closes too
+
+    def close(self):
+        self.sock.close()
+
+
+def exchange(address, deadline, raw, method="GET"):
+    """Send `raw` on a new connection and read one response."""
+    connection = Connection(address, deadline)
+    try:
+        connection.send(raw)
+        return connection.read_response(method)
+    finally:
+        connection.close()
+
+
+def request(method, target, headers=(), body=b"", version="HTTP/1.1", host="probe"):
+    """The bytes of a request; headers are (name, value) pairs sent as they are."""
+    lines = [f"{method} {target} {version}"]
+    if host is not None:
+        lines.append(f"Host: {host}")
+    lines += [f"{name}: {value}" for name, value in headers]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
+
+
+# --- The checks ---------------------------------------------------------------------------------------------------
+
+@dataclass
+class Check:
+    name: str
+    category: str
+    expected: str
+    run: object  # run(address, deadline) -> (passed, what came back); passed None: a fact, neither pass nor fail
+    timeout: float = CHECK_TIMEOUT
+
+
+CHECKS = []
+
+
+def check(name, category, expected, timeout=CHECK_TIMEOUT):
+    """Register a check (a decorator). The order of registration is the order of the report."""
+    def register(run):
+        CHECKS.append(Check(name, category, expected, run, timeout))
+        return run
+    return register
+
+
+def status_is(reply, *accepted):
+    return reply.status in accepted, reply.summary()
+
+
+@check("GET /", "correct answers", f"200, body {HELLO.decode().strip()!r}")
+def check_get(address, deadline):
+    reply = exchange(address, deadline, request("GET", "/"))
+    return reply.status == 200 and reply.body == HELLO, f"{reply.summary()}, body {shorten(reply.body)}"
+
+
+@check("HEAD /", "correct answers", "200, no body")
+def check_head(address, deadline):
+    connection = Connection(address, deadline)
+    try:
+        connection.send(request("HEAD", "/"))
+        reply = connection.read_response("HEAD")
+        extra = connection.extra_bytes(0.3)
+    finally:
+        connection.close()
+    got = reply.summary() + (f", then {len(extra)} bytes of body" if extra else ", no body")
+    return reply.status == 200 and not extra, got
+
+
+@check("query string", "correct answers", "200, body 'a=1&b=x%20y' (the query as sent)")
+def check_query(address, deadline):
+    reply = exchange(address, deadline, request("GET", "/query?a=1&b=x%20y"))
+    return reply.status == 200 and reply.body == b"a=1&b=x%20y", f"{reply.summary()}, body {shorten(reply.body)}"
+
+
+@check("percent-encoded path", "correct answers", "200, body '/path/café' (decoded)")
+def check_path(address, deadline):
+    reply = exchange(address, deadline, request("GET", "/path/caf%C3%A9"))
+    expected = "/path/café".encode()
+    return reply.status == 200 and reply.body == expected, f"{reply.summary()}, body {shorten(reply.body)}"
+
+
+@check("POST with Content-Length", "correct answers", "200, the 1,000-byte body echoed")
+def check_post(address, deadline):
+    body = bytes(range(256)) * 3 + b"x" * 232
+    reply = exchange(address, deadline, request("POST", "/echo", [("Content-Length", "1000")], body), "POST")
+    same = "the same body" if reply.body == body else f"a different body of {len(reply.body)} bytes"
+    return reply.status == 200 and reply.body == body, f"{reply.summary()}, {same}"
+
+
+@check("POST with a chunked body", "correct answers", "200, body 'hello, world' (de-chunked)")
+def check_chunked_post(address, deadline):
+    body = b"7\r\nhello, \r\n5\r\nworld\r\n0\r\n\r\n"
+    reply = exchange(address, deadline, request("POST", "/echo", [("Transfer-Encoding", "chunked")], body), "POST")
+    return reply.status == 200 and reply.body == b"hello, world", f"{reply.summary()}, body {shorten(reply.body)}"
+
+
+@check("bad request line", "malformed requests", "400")
+def check_bad_request_line(address, deadline):
+    return status_is(exchange(address, deadline, b"HELLO THERE\r\n\r\n"), 400)
+
+
+@check("whitespace before colon", "malformed requests", "400 (RFC 9112 5.1: must reject)")
+def check_space_before_colon(address, deadline):
+    return status_is(exchange(address, deadline, request("GET", "/", [("X-Probe ", "1")])), 400)
+
+
+@check("HTTP/1.1 without Host", "malformed requests", "400 (RFC 9112 3.2)")
+def check_no_host(address, deadline):
+    return status_is(exchange(address, deadline, request("GET", "/", host=None)), 400)
+
+
+@check("HTTP/2.0 request line", "malformed requests", "505 (or 400)")
+def check_http2(address, deadline):
+    return status_is(exchange(address, deadline, request("GET", "/", version="HTTP/2.0")), 505, 400)
+
+
+@check("invalid Content-Length", "malformed requests", "400")
+def check_bad_content_length(address, deadline):
+    raw = request("POST", "/echo", [("Content-Length", "-5")], b"hello")
+    return status_is(exchange(address, deadline, raw, "POST"), 400)
+
+
+@check("Content-Length and Transfer-Encoding", "malformed requests",
+       "400, or 'hello' (decoded as chunked); then the connection closed")
+def check_cl_and_te(address, deadline):
+    # Framed by Content-Length, the body would be "5\r\nhe" and "llo..." a second request: request smuggling.
+    raw = request("POST", "/echo", [("Content-Length", "6"), ("Transfer-Encoding", "chunked")],
+                  b"5\r\nhello\r\n0\r\n\r\n")
+    connection = Connection(address, deadline)
+    try:
+        connection.send(raw)
+        reply = connection.read_response("POST")
+        closed = connection.closes_within(1.0)
+    finally:
+        connection.close()
+    refused_or_chunked = reply.status == 400 or (reply.status == 200 and reply.body == b"hello")
+    got = f"{reply.summary()}, body {shorten(reply.body)}, connection {'closed' if closed else 'left open'}"
+    return refused_or_chunked and closed, got
+
+
+@check("unknown transfer coding", "malformed requests", "501 (or 400)")
+def check_unknown_coding(address, deadline):
+    raw = request("POST", "/echo", [("Transfer-Encoding", "gzip")], b"hello")
+    return status_is(exchange(address, deadline, raw, "POST"), 501, 400)
+
+
+@check("100 kB header", "limits", "431 (or 400)")
+def check_big_header(address, deadline):
+    return status_is(exchange(address, deadline, request("GET", "/", [("X-Big", "a" * 100_000)])), 431, 400)
+
+
+@check("100 kB target", "limits", "414 (or 400, 431)")
+def check_big_target(address, deadline):
+    return status_is(exchange(address, deadline, request("GET", "/query?" + "a" * 100_000)), 414, 400, 431)
+
+
+@check("1,000 headers", "limits", "431 (or 400)")
+def check_many_headers(address, deadline):
+    headers = [(f"X-H{i}", "1") for i in range(1000)]
+    return status_is(exchange(address, deadline, request("GET", "/", headers)), 431, 400)
+
+
+@check("1 GB body announced", "limits", "413, before the body is sent")
+def check_big_body(address, deadline):
+    raw = request("POST", "/echo", [("Content-Length", str(10 ** 9))], b"x" * 1000)
+    return status_is(exchange(address, deadline, raw, "POST"), 413)
+
+
+@check("two requests on one connection", "keep-alive", "two 200 answers on the same connection")
+def check_keep_alive(address, deadline):
+    connection = Connection(address, deadline)
+    try:
+        connection.send(request("GET", "/"))
+        first = connection.read_response()
+        if not first.keep_alive:
+            return False, f"{first.summary()}, then the server closed the connection"
+        connection.send(request("GET", "/query?second"))
+        second = connection.read_response()
+    except ConnectionError:
+        return False, "the server closed the connection after the first answer"
+    finally:
+        connection.close()
+    passed = first.status == second.status == 200 and second.body == b"second"
+    return passed, f"{first.summary()}, then {second.summary()}, body {shorten(second.body)}"
+
+
+@check("Connection: close", "keep-alive", "200, then the server closes the connection")
+def check_connection_close(address, deadline):
+    connection = Connection(address, deadline)
+    try:
+        connection.send(request("GET", "/", [("Connection", "close")]))
+        reply = connection.read_response()
+        closed = connection.closes_within(1.0)
+    finally:
+        connection.close()
+    return reply.status == 200 and closed, f"{reply.summary()}, connection {'closed' if closed else 'left open'}"
+
+
+@check("streaming", "streaming",
+       f"the first of {STREAM_PARTS} pieces arrives before the last is produced "
+       f"({(STREAM_PARTS - 1) * STREAM_DELAY:g} s)")
+def check_streaming(address, deadline):
+    reply = exchange(address, deadline, request("GET", f"/stream?n={STREAM_PARTS}&delay={STREAM_DELAY}"))
+    last = (STREAM_PARTS - 1) * STREAM_DELAY
+    passed = reply.status == 200 and reply.first_data is not None and reply.first_data < last - STREAM_DELAY / 2
+    first = "no body" if reply.first_data is None else f"first bytes after {reply.first_data:.2f} s"
+    return passed, f"{reply.summary()}, {first}, all after {reply.elapsed:.2f} s"
+
+
+@check(f"{SLOW_CLIENTS} slow requests at once", "concurrency",
+       f"a fact, not a test: {SLOW_CLIENTS} requests that each wait {SLOW_DELAY:g} s, sent together",
+       timeout=SLOW_CLIENTS * SLOW_DELAY + CHECK_TIMEOUT)
+def check_concurrency(address, deadline):
+    results = [None] * SLOW_CLIENTS
+
+    def one(index):
+        try:
+            results[index] = exchange(address, deadline, request("GET", f"/slow?delay={SLOW_DELAY}"))
+        except Exception as error:
+            results[index] = error
+
+    started = time.monotonic()
+    threads = [threading.Thread(target=one, args=(i,), daemon=True) for i in range(SLOW_CLIENTS)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    wall = time.monotonic() - started
+    answered = sum(isinstance(result, Reply) and result.status == 200 for result in results)
+    if answered < SLOW_CLIENTS:
+        return None, f"only {answered} of {SLOW_CLIENTS} answered within {wall:.2f} s"
+    at_once = round(SLOW_CLIENTS * SLOW_DELAY / wall, 1)
+    how = "in parallel" if wall < 2 * SLOW_DELAY else f"about {at_once:g} at a time"
+    return None, f"all {SLOW_CLIENTS} answered in {wall:.2f} s: {how}"
+
+
+# --- Running the checks, and the report ---------------------------------------------------------------------------
+
+@dataclass
+class CheckResult:
+    name: str
+    category: str
+    expected: str
+    got: str
+    passed: bool | None  # None: a fact about the server (the concurrency check), neither pass nor fail
+    seconds: float
+
+    @property
+    def mark(self):
+        return {True: "PASS", False: "FAIL", None: "INFO"}[self.passed]
+
+
+def shorten(body, limit=40):
+    text = repr(body)
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def run_check(one, address, timeout):
+    """Run one check within `timeout` seconds; whatever goes wrong becomes a failed result, never an exception."""
+    started = time.monotonic()
+    try:
+        passed, got = one.run(address, started + timeout)
+    except TimeoutError:
+        passed, got = False, f"no complete answer within {timeout:g} s"
+    except ConnectionRefusedError:
+        passed, got = False, "connection refused: is the server running?"
+    except ConnectionError as error:
+        passed, got = False, f"connection closed or reset without a complete answer ({error})"
+    except h11.RemoteProtocolError as error:
+        passed, got = False, f"not a valid HTTP/1.1 response: {error}"
+    except Exception as error:  # anything else the server provoked, e.g. OSError: a failed check, not a failed probe
+        passed, got = False, f"{type(error).__name__}: {error}"
+    return CheckResult(one.name, one.category, one.expected, got, passed, time.monotonic() - started)
+
+
+def parse_address(target):
+    """(host, port) from a URL ("http://127.0.0.1:8000/"), "host:port", a (host, port) tuple, or anything with
+    an .address, such as gatewaylab.servers' RunningServer."""
+    if hasattr(target, "address"):
+        target = target.address
+    if isinstance(target, tuple) and len(target) == 2:
+        return str(target[0]), int(target[1])
+    if not isinstance(target, str):
+        raise TypeError(f"probe needs a URL like 'http://127.0.0.1:8000' or a (host, port) tuple, got {target!r}")
+    parts = urlsplit(target if "://" in target else "http://" + target)
+    if parts.scheme != "http" or not parts.hostname:
+        raise ValueError(f"probe speaks plain HTTP: expected a URL like 'http://127.0.0.1:8000', got {target!r}")
+    return parts.hostname, parts.port or 80
+
+
+# Okabe-Ito colours (safe for colour-blind readers), and the word PASS/FAIL/INFO says it without colour too.
+STYLE = {True: "color:#009E73;font-weight:bold", False: "color:#D55E00;font-weight:bold", None: "color:#0072B2"}
+
+
+@dataclass
+class ProbeReport:
+    """The results of one probe: a table in a notebook (HTML), aligned text elsewhere."""
+
+    target: str
+    results: list = field(default_factory=list)
+
+    @property
+    def passed(self):
+        """True if no check failed (the concurrency fact does not count)."""
+        return all(result.passed is not False for result in self.results)
+
+    @property
+    def failed(self):
+        return [result for result in self.results if result.passed is False]
+
+    def summary(self):
+        counted = [result for result in self.results if result.passed is not None]
+        return f"{self.target}: {sum(r.passed for r in counted)} of {len(counted)} checks passed"
+
+    def __str__(self):
+        rows = [(r.mark, r.name, r.expected, r.got) for r in self.results]
+        widths = [max(len(row[i]) for row in rows + [("", "check", "expected", "")]) for i in range(3)]
+        lines = [self.summary()]
+        for row in rows:
+            lines.append("  ".join(cell.ljust(width) for cell, width in zip(row, widths)) + "  " + row[3])
+        return "\n".join(lines)
+
+    def __repr__(self):
+        return str(self)
+
+    def _repr_html_(self):
+        rows = "".join(
+            f"<tr><td style='{STYLE[r.passed]}'>{r.mark}</td><td>{html.escape(r.category)}</td>"
+            f"<td>{html.escape(r.name)}</td><td>{html.escape(r.expected)}</td><td>{html.escape(r.got)}</td></tr>"
+            for r in self.results)
+        return (f"<p><b>{html.escape(self.summary())}</b></p><table><thead><tr><th>result</th><th>kind</th>"
+                f"<th>check</th><th>expected</th><th>got</th></tr></thead><tbody>{rows}</tbody></table>")
+
+
+def probe(target, *, checks=None, timeout=None):
+    """Run every check (or the named ones) against the server at `target`, one after another; returns a ProbeReport.
+
+    The server should be serving probe_app (WSGI) or probe_asgi_app (ASGI): the checks know their answers.
+    `timeout` (seconds) replaces each check's own time limit.
+    """
+    host, port = parse_address(target)
+    chosen = CHECKS if checks is None else [one for one in CHECKS if one.name in checks]
+    if checks is not None and len(chosen) != len(set(checks)):
+        unknown = sorted(set(checks) - {one.name for one in CHECKS})
+        raise ValueError(f"unknown checks {unknown}; the checks are {[one.name for one in CHECKS]}")
+    report = ProbeReport(f"http://{host}:{port}")
+    for one in chosen:
+        report.results.append(run_check(one, (host, port), one.timeout if timeout is None else timeout))
+    return report
+
+
+@dataclass
+class SideBySide:
+    """Several servers' reports, one column each."""
+
+    reports: dict  # label -> ProbeReport
+
+    def rows(self):
+        names = [result.name for result in next(iter(self.reports.values())).results]
+        by_label = {label: {r.name: r for r in report.results} for label, report in self.reports.items()}
+        return [(name, [by_label[label].get(name) for label in self.reports]) for name in names]
+
+    def __str__(self):
+        labels = list(self.reports)
+        table = [["check"] + labels]
+        for name, results in self.rows():
+            table.append([name] + [f"{r.mark} {r.got}"[:30] if r else "" for r in results])
+        widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
+        lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in table]
+        return "\n".join(lines + [report.summary() for report in self.reports.values()])
+
+    def __repr__(self):
+        return str(self)
+
+    def _repr_html_(self):
+        head = "".join(f"<th>{html.escape(label)}</th>" for label in self.reports)
+        body = ""
+        for name, results in self.rows():
+            expected = next(r.expected for r in results if r)
+            cells = "".join(
+                f"<td style='{STYLE[r.passed]}'>{r.mark}<br><span style='font-weight:normal'>{html.escape(r.got)}"
+                "</span></td>" if r else "<td></td>" for r in results)
+            body += f"<tr><td><b>{html.escape(name)}</b><br>{html.escape(expected)}</td>{cells}</tr>"
+        summaries = "<br>".join(html.escape(report.summary()) for report in self.reports.values())
+        return f"<table><thead><tr><th>check (expected)</th>{head}</tr></thead><tbody>{body}</tbody></table>" \
+               f"<p>{summaries}</p>"
+
+
+def probe_side_by_side(targets, *, checks=None, timeout=None):
+    """probe() each server of {label: url_or_address}; the reports side by side, one column per server."""
+    if not targets:
+        raise ValueError("give at least one server, as {label: url}")
+    return SideBySide({label: probe(target, checks=checks, timeout=timeout) for label, target in targets.items()})

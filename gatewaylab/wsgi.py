@@ -1,0 +1,661 @@
+"""A WSGI server (PEP 3333) on raw sockets: lesson 03 builds it, lesson 04 makes it concurrent.
+
+    python -m gatewaylab.wsgi module:app --port 8000 --threads 10
+
+It reads each request head with lesson 01's gatewaylab.http1, turns the request into an environ, calls the application
+and streams the body it returns back to the client. It is small on purpose (no TLS, no HTTP/2, no worker processes),
+but what it does, it does by the rules of PEP 3333 and RFC 9112.
+"""
+import argparse
+import email.utils
+import importlib
+import io
+import logging
+import os
+import re
+import selectors
+import signal
+import socket
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from urllib.parse import unquote_to_bytes
+
+from gatewaylab.http1 import MAX_HEADERS, MAX_LINE, HTTPError, check_field, error_response, parse_request
+
+log = logging.getLogger(__name__)
+
+MAX_BODY = 10 * 1024 * 1024  # bytes in a request body; a bigger one is refused with 413
+TIMEOUT = 5.0  # seconds a client may stay silent, between requests or in the middle of one
+# Headers about one connection rather than the response. The server owns the connection, so PEP 3333 forbids an app
+# to set them (the same list as wsgiref's).
+HOP_BY_HOP = {"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailers",
+              "transfer-encoding", "upgrade"}
+# A chunk size is 1 to 16 hex digits; int(x, 16) alone would also accept "0x1f", "+1f" or "1_f".
+CHUNK_SIZE = re.compile(rb"[0-9A-Fa-f]{1,16}")
+
+
+class ClientDisconnected(ConnectionError):
+    """The client went away (closed, reset, or stopped reading) while the server was reading or writing."""
+
+
+# --- The request body ---------------------------------------------------------------------------------------------
+
+class InputStream:
+    """wsgi.input for a body with a Content-Length: it reads from the connection, but ends where the body ends.
+
+    After the body the connection stays open for the next request, so an app calling read() without this limit
+    would wait for bytes that belong to the next request, or that never come.
+    """
+
+    def __init__(self, rfile, length):
+        self.rfile = rfile
+        self.remaining = length  # bytes of the body not read yet
+
+    def limit(self, size):
+        """A request for `size` bytes, cut to what is left of the body; -1 or None mean all of it."""
+        if size is None or size < 0:
+            return self.remaining
+        return min(size, self.remaining)
+
+    def read(self, size=-1):
+        size = self.limit(size)
+        try:
+            data = self.rfile.read(size)
+        except OSError as error:  # reset, or silent for longer than the timeout
+            raise ClientDisconnected(str(error)) from error
+        if len(data) < size:  # read(n) returns fewer than n bytes only at the end of the stream
+            raise ClientDisconnected("the client closed the connection in the middle of the request body")
+        self.remaining -= len(data)
+        return data
+
+    def readline(self, size=-1):
+        size = self.limit(size)
+        try:
+            line = self.rfile.readline(size)
+        except OSError as error:
+            raise ClientDisconnected(str(error)) from error
+        if size and not line:
+            raise ClientDisconnected("the client closed the connection in the middle of the request body")
+        self.remaining -= len(line)
+        return line
+
+    def readlines(self, hint=-1):
+        lines, total = [], 0
+        for line in self:
+            lines.append(line)
+            total += len(line)
+            if hint is not None and 0 < hint <= total:
+                break
+        return lines
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        line = self.readline()
+        if not line:
+            raise StopIteration
+        return line
+
+
+def read_chunked(rfile, max_body):
+    """Read a chunked request body (RFC 9112 section 7.1) and return it decoded."""
+    body = bytearray()
+    while True:
+        line = rfile.readline(MAX_LINE + 2)
+        # A chunk extension (";name=value") may follow the size; nobody uses them, so they are ignored.
+        size_field = line.rstrip(b"\r\n").split(b";")[0].strip(b" \t")
+        if not line.endswith(b"\n") or not CHUNK_SIZE.fullmatch(size_field):
+            raise HTTPError(400, "invalid chunk size line")
+        size = int(size_field, 16)
+        if size == 0:
+            break
+        if len(body) + size > max_body:
+            raise HTTPError(413, f"request body larger than {max_body} bytes")
+        chunk = rfile.read(size)
+        if len(chunk) < size or rfile.readline(2) not in (b"\r\n", b"\n"):
+            raise HTTPError(400, "chunk shorter than its size, or not followed by CRLF")
+        body += chunk
+    # Trailer fields may follow the last chunk; RFC 9112 section 7.1.2 lets a server read and drop them.
+    for _ in range(MAX_HEADERS + 1):
+        line = rfile.readline(MAX_LINE + 2)
+        if line in (b"\r\n", b"\n"):
+            return bytes(body)
+        if not line.endswith(b"\n"):
+            raise HTTPError(400, "incomplete chunked body")
+    raise HTTPError(431, f"more than {MAX_HEADERS} trailer fields")
+
+
+def send_continue(request, sock):
+    """Tell a client that waits before sending its body (Expect: 100-continue, as curl does) to go ahead."""
+    expect = request.header("Expect", "")
+    if expect.lower() == "100-continue" and request.version == "HTTP/1.1":
+        sock.sendall(b"HTTP/1.1 100 Continue\r\n\r\n")
+
+
+def open_body(request, rfile, sock, max_body):
+    """The request body as a file for wsgi.input, and its length. RFC 9112 section 6 says which bytes are the body."""
+    transfer_encoding = request.header("Transfer-Encoding")
+    content_length = request.header("Content-Length")
+    if transfer_encoding is not None and content_length is not None:
+        # Two framings that may disagree: that is how request smuggling works, when a proxy in front of us believed
+        # the other one. RFC 9112 allows decoding it as chunked; refusing is simpler and just as safe, and the
+        # connection is closed after the answer either way.
+        raise HTTPError(400, "both Content-Length and Transfer-Encoding")
+    if transfer_encoding is not None:
+        if transfer_encoding.lower() != "chunked":
+            raise HTTPError(501, f"unsupported transfer coding {transfer_encoding!r}")
+        send_continue(request, sock)
+        # The whole body is read before the app runs: the size limit and a 400 for a broken chunk happen in the
+        # server, and the environ can give CONTENT_LENGTH, which many apps (Flask's among them) want before reading.
+        body = read_chunked(rfile, max_body)
+        return io.BytesIO(body), len(body)
+    if content_length is None:
+        return InputStream(rfile, 0), None  # a request without either has no body
+    if not (content_length.isascii() and content_length.isdigit()):  # refuses "-1", "0x10", and "5, 5" (two headers)
+        raise HTTPError(400, f"invalid Content-Length {content_length!r}")
+    length = int(content_length)
+    if length > max_body:
+        raise HTTPError(413, f"request body larger than {max_body} bytes")
+    if length:
+        send_continue(request, sock)
+    return InputStream(rfile, length), length
+
+
+# --- The environ --------------------------------------------------------------------------------------------------
+
+def make_environ(request, body, length, server_address, client_address, multithread):
+    """The PEP 3333 environ of one request: CGI variables as latin-1 strings, then the wsgi.* keys."""
+    environ = {
+        "REQUEST_METHOD": request.method,
+        "SCRIPT_NAME": "",
+        # Percent-decoded to bytes, kept as latin-1 (as wsgiref does): an app re-encodes to latin-1 to get UTF-8 back.
+        "PATH_INFO": unquote_to_bytes(request.path).decode("latin-1"),
+        "QUERY_STRING": request.query,
+        "SERVER_NAME": server_address[0],
+        "SERVER_PORT": str(server_address[1]),
+        "SERVER_PROTOCOL": request.version,
+        "REMOTE_ADDR": client_address[0],
+        "REMOTE_PORT": str(client_address[1]),
+        "wsgi.version": (1, 0),
+        "wsgi.url_scheme": "http",
+        "wsgi.input": body,
+        "wsgi.errors": sys.stderr,
+        "wsgi.multithread": multithread,
+        "wsgi.multiprocess": False,
+        "wsgi.run_once": False,
+    }
+    if length is not None:
+        environ["CONTENT_LENGTH"] = str(length)
+    for name, value in request.headers:
+        if "_" in name:
+            # "X_User" would become HTTP_X_USER like "X-User": a client could pass one off as the other, e.g. past a
+            # proxy that sets X-User itself. Such headers are dropped, as nginx and gunicorn do.
+            continue
+        key = name.upper().replace("-", "_")
+        if key == "CONTENT_TYPE":
+            environ["CONTENT_TYPE"] = value
+        elif key not in ("CONTENT_LENGTH", "TRANSFER_ENCODING"):
+            # (Both describe the body as it came on the wire; the app gets it de-chunked, with CONTENT_LENGTH set
+            # above. Left in, "chunked" would tell apps such as Flask that the length is unknown.)
+            key = "HTTP_" + key
+            environ[key] = environ[key] + "," + value if key in environ else value
+    return environ
+
+
+# --- The response -------------------------------------------------------------------------------------------------
+
+def check_status(status):
+    """The app's status must be a str like "404 Not Found" (PEP 3333). A broken rule raises AssertionError, as in
+    wsgiref, and the server answers 500."""
+    if not (isinstance(status, str) and re.fullmatch(r"[1-5][0-9][0-9] [^\r\n]*", status)):
+        raise AssertionError(f"status must be a str like '200 OK', got {status!r}")
+
+
+def check_headers(headers):
+    """The app's headers must be a list of (name, value) str tuples, and not hop-by-hop ones."""
+    if type(headers) is not list:
+        raise AssertionError(f"headers must be a list, got {type(headers).__name__}")
+    for header in headers:
+        if type(header) is not tuple or len(header) != 2:
+            raise AssertionError(f"each header must be a (name, value) tuple, got {header!r}")
+        try:
+            name, value = check_field(*header)
+        except ValueError as error:
+            raise AssertionError(str(error)) from None
+        if name.lower() in HOP_BY_HOP:
+            raise AssertionError(f"hop-by-hop header {name!r} is not allowed: the server manages the connection")
+
+
+class Response:
+    """One response: the app's start_response() and write(), and how the body goes on the wire.
+
+    Nothing is sent before the body's first bytes (PEP 3333): until then the app may still change its mind.
+    """
+
+    def __init__(self, sock, request, server_allows_keep_alive):
+        self.sock = sock
+        self.request = request
+        self.server_allows_keep_alive = server_allows_keep_alive  # asked when the headers go out
+        self.keep_alive = False  # may the connection carry another request after this response?
+        self.status = None  # "200 OK", from start_response
+        self.headers = []  # [(name, value)], from start_response
+        self.headers_sent = False
+        self.has_body = True  # False for HEAD, 1xx, 204 and 304
+        self.chunked = False  # the body goes in chunks (HTTP/1.1, length unknown)
+        self.remaining = None  # bytes the app's Content-Length still allows; None: no limit
+
+    def start_response(self, status, headers, exc_info=None):
+        if exc_info is not None:
+            try:
+                if self.headers_sent:
+                    # Too late to replace the response: re-raise, and the server will close the connection.
+                    raise exc_info[1].with_traceback(exc_info[2])
+            finally:
+                exc_info = None  # a traceback kept in a local makes a reference cycle
+        elif self.status is not None:
+            raise AssertionError("start_response() called a second time without exc_info")
+        check_status(status)
+        check_headers(headers)
+        self.status, self.headers = status, headers
+        return self.write
+
+    def write(self, data):
+        """The write() callable start_response() returns, for old-style apps: sends a piece of the body at once."""
+        self.send(data)
+
+    def send(self, data, body_length=None):
+        """Send a piece of the body, and the headers first if they have not gone yet."""
+        if not isinstance(data, bytes):
+            raise AssertionError(f"the body must be bytes, got {type(data).__name__}")
+        if self.status is None:
+            raise AssertionError("the body started before start_response() was called")
+        head = b"" if self.headers_sent else self.head(body_length)
+        self.sendall(head + self.frame(data))
+
+    def finish(self):
+        """End the response. Returns True if the connection may carry another request."""
+        if self.status is None:
+            raise AssertionError("the application returned without calling start_response()")
+        head = b"" if self.headers_sent else self.head(body_length=0)
+        self.sendall(head + (b"0\r\n\r\n" if self.chunked else b""))
+        # A body shorter than its Content-Length leaves the client waiting for the rest: only closing ends that.
+        return self.keep_alive and not self.remaining
+
+    def framing(self, body_length):
+        """The headers that tell the client where the body ends (RFC 9112 section 6), and whether the connection
+        stays open. body_length is the whole body's length, when the server knows it."""
+        code = int(self.status[:3])
+        declared = [value for name, value in self.headers if name.lower() == "content-length"]
+        self.has_body = self.request.method != "HEAD" and code >= 200 and code not in (204, 304)
+        self.keep_alive = self.request.keep_alive and self.server_allows_keep_alive()
+        added = []
+        if declared:
+            if len(declared) > 1 or not declared[0].isdigit():
+                raise AssertionError(f"invalid Content-Length {declared}")
+            self.remaining = int(declared[0]) if self.has_body else None
+        elif not self.has_body:
+            pass  # nothing to measure
+        elif body_length is not None:
+            added.append(("Content-Length", str(body_length)))
+        elif self.request.version == "HTTP/1.1":
+            added.append(("Transfer-Encoding", "chunked"))
+            self.chunked = True
+        else:
+            self.keep_alive = False  # HTTP/1.0 has no chunks: the body ends when the connection closes
+        if not self.keep_alive:
+            added.append(("Connection", "close"))
+        elif self.request.version == "HTTP/1.0":
+            added.append(("Connection", "keep-alive"))  # HTTP/1.0 closes unless told otherwise
+        return added
+
+    def head(self, body_length):
+        """The status line and headers: the app's, the framing, and Date and Server unless the app gave them."""
+        headers = self.headers + self.framing(body_length)
+        names = {name.lower() for name, _ in self.headers}
+        if "date" not in names:
+            headers.append(("Date", email.utils.formatdate(usegmt=True)))  # RFC 9110 6.6.1: servers send one
+        if "server" not in names:
+            headers.append(("Server", "gatewaylab"))
+        lines = [f"HTTP/1.1 {self.status}\r\n"] + [f"{name}: {value}\r\n" for name, value in headers] + ["\r\n"]
+        head = "".join(lines).encode("latin-1")
+        self.headers_sent = True
+        return head
+
+    def frame(self, data):
+        """A piece of the body as it goes on the wire: cut to the declared length, or wrapped as one chunk."""
+        if not self.has_body:
+            return b""
+        if self.remaining is not None:
+            data = data[:self.remaining]  # never more than the app's Content-Length
+            self.remaining -= len(data)
+        if self.chunked and data:
+            return b"%x\r\n%s\r\n" % (len(data), data)
+        return data
+
+    def sendall(self, data):
+        if not data:
+            return
+        try:
+            self.sock.sendall(data)
+        except OSError as error:  # reset, broken pipe, or a client that stopped reading for `timeout` seconds
+            raise ClientDisconnected(str(error)) from error
+
+
+# --- Running the app ----------------------------------------------------------------------------------------------
+
+def has_one_item(result):
+    """len(result) == 1: then the first piece is the whole body, and the server may give its Content-Length."""
+    try:
+        return len(result) == 1
+    except TypeError:  # a generator has no length
+        return False
+
+
+def run_app(app, environ, response):
+    """Call the app and stream its body. Returns True if the connection may carry another request.
+
+    The iterable's close() is always called, whether the body was sent, the app failed or the client left (PEP 3333):
+    that is where apps release what they hold for the request (files, database connections).
+    """
+    result = app(environ, response.start_response)
+    try:
+        whole = has_one_item(result)
+        for data in result:
+            if data:  # headers go out with the first non-empty piece, never before
+                response.send(data, body_length=len(data) if whole else None)
+        return response.finish()
+    finally:
+        if hasattr(result, "close"):
+            result.close()
+
+
+def close_gently(sock):
+    """Prepare to close a connection on which the client may still be sending.
+
+    Closing a socket with unread data makes the kernel reset the connection, and the reset can destroy our answer
+    before the client has read it (RFC 9112 section 9.6). So: stop writing, and read and drop what still comes for a
+    moment (a client reads the answer, sees our end of the stream, and closes its side).
+    """
+    try:
+        sock.shutdown(socket.SHUT_WR)
+        sock.settimeout(0.2)
+        deadline = time.monotonic() + 0.5
+        while sock.recv(65536) and time.monotonic() < deadline:
+            pass
+    except OSError:
+        pass  # the client is gone already
+
+
+def send_error(sock, error):
+    """Answer a request the server refuses (or an app that failed) with an error response."""
+    try:
+        sock.sendall(error_response(error))
+    except OSError:
+        pass  # the client is gone already
+
+
+# --- The server ---------------------------------------------------------------------------------------------------
+
+class Connections:
+    """A server's open connections, and which of them are idle (waiting for their next request).
+
+    shutdown() needs to know: it ends an idle connection at once, but lets a busy one finish its response.
+    Connections accepted but still waiting for a free worker thread are counted too.
+    """
+
+    def __init__(self):
+        self.lock = threading.Condition()
+        self.sockets = {}  # open client socket -> True while it is idle
+        self.queued = 0  # accepted connections that wait for a worker thread
+        self.stopping = False
+
+    def queue(self):
+        with self.lock:
+            self.queued += 1
+
+    def open(self, sock, queued):
+        with self.lock:
+            if queued:
+                self.queued -= 1
+            self.sockets[sock] = False
+
+    def close(self, sock):
+        with self.lock:
+            del self.sockets[sock]
+            self.lock.notify_all()
+
+    def wait_for_request(self, sock):
+        """Mark the connection idle; False if the server is stopping, and the connection should end instead."""
+        with self.lock:
+            self.sockets[sock] = not self.stopping
+            return not self.stopping
+
+    def busy(self, sock):
+        with self.lock:
+            self.sockets[sock] = False
+
+    def stop(self, grace=None):
+        """Mark the server as stopping and end the idle connections now. With `grace`, also wait that long for the
+        busy ones to finish their response, then cut them off too."""
+        with self.lock:
+            self.stopping = True
+            self.cut(idle_only=True)
+            if grace is not None and not self.lock.wait_for(lambda: not self.sockets, grace):
+                self.cut(idle_only=False)
+
+    def cut(self, idle_only):
+        """Shut sockets down: the thread serving one then sees the end of the stream on its next read (its next
+        write fails), and moves on."""
+        for sock, idle in self.sockets.items():
+            if idle or not idle_only:
+                try:
+                    sock.shutdown(socket.SHUT_RD if idle_only else socket.SHUT_RDWR)
+                except OSError:
+                    pass  # the client has closed it already
+
+
+class WSGIServer:
+    """Listens on a socket and serves each connection: in the serving thread itself (threads=1, the sequential
+    server), or in a pool of `threads` worker threads."""
+
+    def __init__(self, app, host="127.0.0.1", port=8000, *, threads=1, backlog=1024, timeout=TIMEOUT,
+                 max_body=MAX_BODY):
+        if not callable(app):
+            raise TypeError(f"app must be a WSGI application (a callable), got {app!r}")
+        if not (isinstance(threads, int) and threads >= 1):
+            raise ValueError(f"threads must be an int >= 1, got {threads!r}")
+        if not (isinstance(backlog, int) and backlog >= 0):
+            raise ValueError(f"backlog must be an int >= 0, got {backlog!r}")
+        if not timeout > 0 or not max_body >= 0:
+            raise ValueError(f"timeout must be > 0 and max_body >= 0, got {timeout!r} and {max_body!r}")
+        self.app, self.threads, self.timeout, self.max_body = app, threads, timeout, max_body
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        # The backlog is how many connections the kernel keeps waiting for accept(); beyond it, clients are refused
+        # or retry later. (create_server also sets SO_REUSEADDR, so a restarted server can bind the port again.)
+        self.socket = socket.create_server((host, port), family=family, backlog=backlog)
+        self.server_address = self.socket.getsockname()[:2]
+        self.waker, self.wakeup = socket.socketpair()  # shutdown() writes to one so serve_forever wakes at once
+        self.wakeup.setblocking(False)
+        self.selector = selectors.DefaultSelector()
+        self.selector.register(self.socket, selectors.EVENT_READ)
+        self.selector.register(self.wakeup, selectors.EVENT_READ)
+        self.connections = Connections()
+        self.stopped = threading.Event()
+        self.stopped.set()
+
+    def serve_forever(self, poll_interval=0.5):
+        """Accept connections until shutdown() is called (or Ctrl-C in this thread), then close them all."""
+        self.stopped.clear()
+        pool = ThreadPoolExecutor(self.threads, "gatewaylab-wsgi") if self.threads > 1 else None
+        try:
+            while not self.connections.stopping:
+                for key, _ in self.selector.select(poll_interval):
+                    if key.fileobj is self.socket:
+                        self.accept(pool)
+                    else:
+                        self.wakeup.recv(64)
+        finally:
+            self.connections.stop(grace=self.timeout)
+            if pool is not None:
+                pool.shutdown(wait=True)  # queued connections are closed unanswered; workers finish
+            self.connections.stopping = False  # (so that serve_forever() may run again)
+            self.stopped.set()
+
+    def accept(self, pool):
+        try:
+            sock, client_address = self.socket.accept()
+        except OSError as error:  # e.g. out of file descriptors; the next loop tries again
+            log.warning("accept() failed: %s", error)
+            return
+        if pool is None:
+            self.handle_connection(sock, client_address)  # the sequential server: one connection at a time
+        else:
+            self.connections.queue()
+            pool.submit(self.handle_connection, sock, client_address, queued=True)
+
+    def handle_connection(self, sock, client_address, queued=False):
+        """Serve the requests of one connection, one after another, until either side closes it."""
+        sock.settimeout(self.timeout)  # a silent client, idle or half-way through a request, is dropped
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # send small responses now, not 40 ms later
+        rfile = sock.makefile("rb")
+        self.connections.open(sock, queued)
+        try:
+            while self.connections.wait_for_request(sock):
+                request = parse_request(rfile)
+                self.connections.busy(sock)
+                if request is None:
+                    break  # the client closed the connection
+                if not self.handle_request(request, rfile, sock, client_address):
+                    if request.keep_alive:
+                        close_gently(sock)  # the client may have sent its next request already
+                    break
+        except HTTPError as error:
+            # A malformed request. After an answer we close: we can't tell where the next request would begin.
+            send_error(sock, error)
+            close_gently(sock)
+        except OSError:
+            pass  # the client closed or reset the connection, or stayed silent for longer than the timeout
+        except Exception:
+            log.exception("error while serving %s:%s", *client_address[:2])  # a bug must not stop the server
+        finally:
+            rfile.close()
+            sock.close()
+            self.connections.close(sock)
+
+    def handle_request(self, request, rfile, sock, client_address):
+        """Answer one request. Returns True if the connection may carry another one."""
+        body, length = open_body(request, rfile, sock, self.max_body)
+        environ = make_environ(request, body, length, self.server_address, client_address, self.threads > 1)
+        response = Response(sock, request, server_allows_keep_alive=self.nobody_waiting)
+        try:
+            keep_alive = run_app(self.app, environ, response)
+        except ClientDisconnected:
+            return False
+        except Exception:
+            log.exception("error in the application, for %s %s", request.method, request.target)
+            if not response.headers_sent:
+                send_error(sock, HTTPError(500, "the application failed"))
+            # After the headers, closing is the only way to tell the client: it sees a body cut short.
+            return False
+        if keep_alive:
+            # Read what the app left of the body, or it would be taken for the next request (at most max_body bytes).
+            while body.read(65536):
+                pass
+        return keep_alive
+
+    def nobody_waiting(self):
+        """May this connection stay open after the response? Not if another client waits for this thread (or the
+        server is stopping): one idle keep-alive client must not hold the server, or a worker, while others queue."""
+        if self.connections.stopping:
+            return False
+        if self.threads == 1:
+            return not any(key.fileobj is self.socket for key, _ in self.selector.select(0))  # none in the backlog
+        return self.connections.queued == 0
+
+    def shutdown(self):
+        """Stop serve_forever() and return once it has, with every connection closed and every worker done."""
+        self.connections.stop()  # ends idle connections now: the sequential server may be waiting on one
+        self.waker.send(b"x")
+        self.stopped.wait()
+
+    def server_close(self):
+        """Release the listening socket (after shutdown(), or if serve_forever() never ran)."""
+        self.selector.close()
+        self.socket.close()
+        self.waker.close()
+        self.wakeup.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        self.shutdown()
+        self.server_close()
+
+
+def make_server(app, host="127.0.0.1", port=8000, *, threads=1, backlog=1024, timeout=TIMEOUT, max_body=MAX_BODY):
+    """A WSGIServer for `app` listening on host:port (port 0: a free one); run it with .serve_forever()."""
+    return WSGIServer(app, host, port, threads=threads, backlog=backlog, timeout=timeout, max_body=max_body)
+
+
+# --- The command line ---------------------------------------------------------------------------------------------
+
+def load_app(spec):
+    """The object "module:name" names, as gunicorn and uvicorn take it. Raises ValueError with a one-line reason."""
+    module_name, _, name = spec.partition(":")
+    if not module_name or not name:
+        raise ValueError(f"expected module:name (for example hello:app), got {spec!r}")
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())  # find modules in the current directory, as gunicorn does
+    try:
+        app = importlib.import_module(module_name)
+    except Exception as error:
+        raise ValueError(f"cannot import {module_name!r}: {type(error).__name__}: {error}") from None
+    for part in name.split("."):
+        if not hasattr(app, part):
+            raise ValueError(f"{module_name!r} has no attribute {name!r}")
+        app = getattr(app, part)
+    if not callable(app):
+        raise ValueError(f"{spec!r} is not a callable WSGI application (found {app!r})")
+    return app
+
+
+def stop_on_signal(signum, frame):
+    raise KeyboardInterrupt  # serve_forever() then closes the connections and returns
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m gatewaylab.wsgi", description="Serve a WSGI application.")
+    parser.add_argument("app", help="the application, as module:name (for example hello:app)")
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=8000, help="port to listen on (default: 8000; 0: any free port)")
+    parser.add_argument("--threads", type=int, default=1, help="worker threads (default: 1, the sequential server)")
+    parser.add_argument("--backlog", type=int, default=1024, help="connections waiting to be accepted (default: 1024)")
+    parser.add_argument("--timeout", type=float, default=TIMEOUT, help=f"seconds (default: {TIMEOUT:g})")
+    args = parser.parse_args(argv)
+    try:
+        server = make_server(load_app(args.app), args.host, args.port, threads=args.threads, backlog=args.backlog,
+                             timeout=args.timeout)
+    except (ValueError, OSError) as error:  # a bad module:name, a bad option, or a port already in use
+        parser.exit(1, f"error: {error}\n")
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+    # Ctrl-C (SIGINT) and SIGTERM both stop the server. SIGINT is set explicitly because a process started in the
+    # background by a shell inherits it as ignored.
+    signal.signal(signal.SIGINT, stop_on_signal)
+    signal.signal(signal.SIGTERM, stop_on_signal)
+    host, port = server.server_address
+    print(f"Serving {args.app} on http://{host}:{port} with {args.threads} thread(s); Ctrl-C to stop", flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        print("Stopped.", flush=True)
+    finally:
+        server.server_close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,429 @@
+"""Lesson 04's checks, both ways: the notebook's reference answers pass, the stubs are "not solved", and wrong answers
+(the mistakes learners make) fail with a message that says what to fix. The server-loop checks measure real servers,
+so these tests do too."""
+
+import ast
+import socket
+import threading
+import time
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from gatewaylab.build import stub_source
+from gatewaylab.grading import run_check
+from gatewaylab.load import LoadResult, RequestRecord
+from gatewaylab.servers import running
+
+ROOT = Path(__file__).resolve().parents[1]
+SOLUTIONS = ROOT / "solutions" / "04_wsgi_and_concurrency.ipynb"
+EXERCISES = {"04.1": "threaded_server", "04.2": "pooled_server", "04.3": "predict_wall_time", "04.4": "idle_gaps"}
+
+pytestmark = [
+    pytest.mark.xdist_group("l04-checks"),  # timing checks: not beside each other on the same cores
+    # Wrong answers let handle()'s ConnectionResetError end their threads, as a learner's code would: not a test error.
+    pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning"),
+]
+
+
+def _notebook_code() -> tuple[str, dict[str, str]]:
+    """The solutions notebook's setup cell, and each answer cell's source by the name of the function it defines."""
+    cells = [c.source for c in nbformat.read(SOLUTIONS, as_version=4).cells if c.cell_type == "code"]
+    answers = {}
+    for source in cells:
+        if "### BEGIN SOLUTION" in source:
+            names = [n.name for n in ast.parse(source).body if isinstance(n, ast.FunctionDef)]
+            answers[names[0]] = source
+    return cells[0], answers
+
+
+SETUP, ANSWERS = _notebook_code()
+
+
+def define(source: str, name: str):
+    """Run the setup cell and `source` in a fresh namespace, as a kernel would; return the function `name`."""
+    namespace = {}
+    exec(compile(SETUP, "<setup cell>", "exec"), namespace)
+    exec(compile(source, f"<answer cell {name}>", "exec"), namespace)
+    return namespace[name]
+
+
+def reference(name: str):
+    return define(ANSWERS[name], name)
+
+
+def variant(name: str, old: str, new: str):
+    """The reference answer with one mistake put in: `old` (which must be in it) replaced by `new`."""
+    source = ANSWERS[name]
+    assert old in source, f"the reference answer of {name} no longer contains {old!r}; update this test"
+    return define(source.replace(old, new), name)
+
+
+def wrong(source: str, name: str):
+    """A wrong answer written out in full, defined after the setup cell."""
+    return define(source, name)
+
+
+def failure_messages(report) -> str:
+    assert not report.passed and not report.not_solved, str(report)
+    return "\n".join(r.message for r in report.results if not r.passed)
+
+
+@pytest.fixture(autouse=True)
+def nothing_left_running():
+    """Every check stops its servers, and every thread it (or the answer) started ends."""
+    before = set(threading.enumerate())
+    yield
+    assert not [name for name in running() if name.startswith("check-04")]
+    deadline = time.monotonic() + 10
+    while set(threading.enumerate()) - before and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not set(threading.enumerate()) - before, threading.enumerate()
+
+
+def test_every_exercise_has_an_answer_cell():
+    assert set(ANSWERS) == set(EXERCISES.values())
+
+
+@pytest.mark.parametrize("exercise_id, name", EXERCISES.items())
+def test_reference_answer_passes(exercise_id, name):
+    report = run_check(exercise_id, reference(name))
+    assert report.passed, str(report)
+    assert report.score == report.points >= 3
+
+
+@pytest.mark.parametrize("exercise_id, name", EXERCISES.items())
+def test_stub_is_not_solved(exercise_id, name):
+    stub = define(stub_source(ANSWERS[name], exercise_id), name)
+    report = run_check(exercise_id, stub)
+    assert report.not_solved and not report.passed and report.score == 0
+
+
+@pytest.mark.parametrize("exercise_id", EXERCISES)
+def test_exercise_is_described_with_points_and_three_hints(exercise_id):
+    report = run_check(exercise_id, None)  # not a function: the shape check answers before any case runs
+    exercise = report.exercise
+    assert 3 <= exercise.points <= 4 and len(exercise.hints) == 3 and len(exercise.cases) >= 3
+    assert "expects" in report.results[0].message
+
+
+# --- 04.1 threaded_server ---------------------------------------------------------------------------------------------
+
+def test_handling_in_the_accept_loop_is_sequential_and_fails():
+    answer = wrong('''
+def threaded_server(listener, handle):
+    while True:
+        conn, _ = listener.accept()
+        with conn:
+            try:
+                handle(conn)  # in the accepting thread: one connection at a time
+            except OSError:
+                pass
+''', "threaded_server")
+    report = run_check("04.1", answer)
+    assert not report.results[0].passed
+    assert "one at a time" in report.results[0].message and report.results[0].got == "1"
+
+
+def test_joining_each_thread_is_sequential_too():
+    answer = variant("threaded_server", "threading.Thread(target=serve_and_close, args=(conn,), daemon=True).start()",
+                     "worker = threading.Thread(target=serve_and_close, args=(conn,)); worker.start(); worker.join()")
+    assert "one at a time" in failure_messages(run_check("04.1", answer))
+
+
+def test_never_closing_the_connection_fails():
+    answer = wrong('''
+def threaded_server(listener, handle):
+    while True:
+        conn, _ = listener.accept()
+        threading.Thread(target=handle, args=(conn,), daemon=True).start()  # nobody closes conn
+''', "threaded_server")
+    report = run_check("04.1", answer)
+    closing = [r for r in report.results if "closed" in r.name][0]
+    assert not closing.passed and "close every connection" in closing.message
+
+
+def test_a_sequential_loop_that_crashes_on_a_disconnect_is_told_so():
+    answer = wrong('''
+def threaded_server(listener, handle):
+    while True:
+        conn, _ = listener.accept()
+        with conn:
+            handle(conn)  # a client leaving mid-request raises here, and ends the loop
+''', "threaded_server")
+    report = run_check("04.1", answer)
+    leaving = [r for r in report.results if "leave mid-request" in r.name][0]
+    assert not leaving.passed and "crashed with ConnectionResetError" in leaving.message
+
+
+def test_a_loop_that_outlives_its_server_is_told_to_end():
+    # It swallows accept()'s OSError and goes on; it gives up by itself after 7 s so that the test ends cleanly.
+    answer = wrong('''
+def threaded_server(listener, handle):
+    give_up = time.monotonic() + 7
+    while time.monotonic() < give_up:
+        try:
+            conn, _ = listener.accept()
+        except OSError:
+            time.sleep(0.05)
+            continue
+        threading.Thread(target=lambda c=conn: (handle(c), c.close()), daemon=True).start()
+''', "threaded_server")
+    report = run_check("04.1", answer)
+    assert "still running after the server was stopped" in report.results[0].message
+
+
+# --- 04.2 pooled_server -----------------------------------------------------------------------------------------------
+
+def test_a_thread_per_connection_is_not_a_bounded_pool():
+    answer = wrong('''
+def pooled_server(listener, handle, pool_size):
+    while True:
+        conn, _ = listener.accept()
+        threading.Thread(target=lambda c=conn: (handle(c), c.close()), daemon=True).start()
+''', "pooled_server")
+    report = run_check("04.2", answer)
+    assert "never runs more than pool_size" in report.results[0].message
+    assert report.results[0].got == "8" and report.results[0].expected == "'at most 2'"
+
+
+def test_a_pool_of_one_is_sequential():
+    answer = variant("pooled_server", "ThreadPoolExecutor(max_workers=pool_size)", "ThreadPoolExecutor(max_workers=1)")
+    assert "only 1 handle() call(s) ran at the same time" in failure_messages(run_check("04.2", answer))
+
+
+def test_a_pool_size_written_in_is_caught_by_another_size():
+    answer = variant("pooled_server", "ThreadPoolExecutor(max_workers=pool_size)", "ThreadPoolExecutor(max_workers=2)")
+    report = run_check("04.2", answer)
+    assert report.results[0].passed  # the first case uses a pool of 2 ...
+    assert "pool_size=3" in report.results[1].message  # ... the second a pool of 3
+
+
+def test_a_semaphore_that_is_never_released_empties_the_pool():
+    # (It gives up waiting for the semaphore after 4 s, so that the test ends cleanly.)
+    answer = wrong('''
+def pooled_server(listener, handle, pool_size):
+    free = threading.Semaphore(pool_size)
+
+    def serve(conn):
+        with conn:
+            handle(conn)  # forgot: free.release()
+
+    give_up = time.monotonic() + 4
+    while time.monotonic() < give_up:
+        if not free.acquire(timeout=0.05):
+            continue
+        conn, _ = listener.accept()
+        threading.Thread(target=serve, args=(conn,), daemon=True).start()
+''', "pooled_server")
+    report = run_check("04.2", answer)
+    assert "got no complete answer" in report.results[0].message and "go back to work" in report.results[0].message
+
+
+def test_a_semaphore_released_only_on_success_loses_workers_to_clients_that_leave():
+    answer = wrong('''
+def pooled_server(listener, handle, pool_size):
+    free = threading.Semaphore(pool_size)
+
+    def serve(conn):
+        with conn:
+            handle(conn)  # raises when the client left: the release below never happens
+            free.release()
+
+    give_up = time.monotonic() + 4  # (so that the test ends cleanly)
+    while time.monotonic() < give_up:
+        if not free.acquire(timeout=0.05):
+            continue
+        conn, _ = listener.accept()
+        threading.Thread(target=serve, args=(conn,), daemon=True).start()
+''', "pooled_server")
+    report = run_check("04.2", answer)
+    assert report.results[0].passed and report.results[1].passed
+    assert "left mid-request" in report.results[2].message
+
+
+# --- 04.3 predict_wall_time -------------------------------------------------------------------------------------------
+
+def test_a_pool_without_ceil_fails():
+    answer = variant("predict_wall_time", "math.ceil(clients / pool) * delay", "clients / pool * delay")
+    assert "predict_wall_time('pool', 5, 0.2, pool=2)" in failure_messages(run_check("04.3", answer))
+
+
+def test_a_model_in_milliseconds_fails():
+    answer = variant("predict_wall_time", "return clients * delay", "return clients * delay * 1000")
+    report = run_check("04.3", answer)
+    assert not report.results[0].passed and report.results[0].expected == "5.0"
+    live = [r for r in report.results if "real servers" in r.name][0]
+    assert not live.passed and "measured" in live.message
+
+
+def test_threads_modelled_as_sequential_fail():
+    answer = variant("predict_wall_time", "return float(delay)", "return clients * delay")
+    assert "predict_wall_time('threaded', 10, 0.5, pool=None)" in failure_messages(run_check("04.3", answer))
+
+
+def test_a_model_without_argument_checks_fails():
+    answer = wrong('''
+def predict_wall_time(kind, clients, delay, pool=None):
+    if kind == "sequential":
+        return clients * delay
+    if kind == "pool":
+        return math.ceil(clients / pool) * delay  # TypeError for pool=None, ZeroDivisionError for 0
+    return float(delay)  # any other kind, even a misspelt one
+''', "predict_wall_time")
+    messages = failure_messages(run_check("04.3", answer))
+    assert "predict_wall_time('forking', 4, 0.1, pool=None) has a bad argument" in messages
+
+
+def test_a_model_raising_the_wrong_exception_is_told_which_one():
+    answer = variant("predict_wall_time", 'raise ValueError(f"a pool needs', 'raise TypeError(f"a pool needs')
+    assert "should raise ValueError" in failure_messages(run_check("04.3", answer))
+
+
+# --- 04.4 idle_gaps ---------------------------------------------------------------------------------------------------
+
+def test_idle_gaps_in_the_order_sent_fails():
+    answer = variant("idle_gaps", "ends = sorted(record.end", "ends = list(record.end")
+    assert "made-up run" in failure_messages(run_check("04.4", answer))
+
+
+def test_idle_gaps_counting_failed_requests_fails():
+    answer = variant("idle_gaps", " if record.status is not None", "")
+    report = run_check("04.4", answer)
+    assert not report.results[0].passed and report.results[0].got == "[(0.0, 0.75)]"
+
+
+def test_idle_gaps_starting_at_the_first_answer_misses_the_first_gap():
+    answer = variant("idle_gaps", "gaps, previous = [], 0.0", "gaps, previous = [], ends[0]")
+    assert not run_check("04.4", answer).results[0].passed
+
+
+def test_idle_gaps_with_greater_or_equal_fails():
+    answer = variant("idle_gaps", "end - previous > longer_than", "end - previous >= longer_than")
+    report = run_check("04.4", answer)
+    assert not report.results[1].passed  # steady ends every 0.25 s are not gaps of "more than" 0.25 s
+    assert "(1.75, 2.25)" in report.results[0].got  # nor is a gap of exactly 0.5 s
+
+
+def test_idle_gaps_from_start_times_fails():
+    answer = variant("idle_gaps", "sorted(record.end for", "sorted(record.start for")
+    assert not run_check("04.4", answer).results[0].passed
+
+
+def test_idle_gaps_as_lists_are_told_the_type():
+    answer = variant("idle_gaps", "gaps.append((previous, end))", "gaps.append([previous, end])")
+    report = run_check("04.4", answer)
+    assert "not what was expected" in report.results[0].message and "[[0.0, 0.75]" in report.results[0].got
+
+
+def test_the_live_backlog_run_shows_retries_on_linux():
+    """The phenomenon the exercise is about: with a backlog of 5, 20 clients of a sequential server meet an idle gap
+    that ends about 1 s in (the first SYN retry). Linux behaviour; other systems may refuse instead."""
+    from gatewaylab.checks.l04_concurrency import _gaps
+    from gatewaylab.demos import slow_wsgi_app
+    from gatewaylab.load import load
+    from gatewaylab.servers import serve_wsgi
+
+    with serve_wsgi(slow_wsgi_app, name="check-04-test", server="wsgiref", backlog=5) as server:
+        result = load(f"{server.url}/?delay=0.05", 20, timeout=15)
+    gaps = _gaps(result, 0.5)
+    assert result.ok == 20 and gaps, result
+    assert 0.9 <= gaps[0][1] <= 1.5, gaps
+
+
+def test_made_up_results_are_load_results():
+    # The made-up runs the check builds must stay what load() returns, or the exercise would test something else.
+    from gatewaylab.checks.l04_concurrency import _made_up
+
+    result = _made_up([(0.5, 200), (0.25, None)])
+    assert isinstance(result, LoadResult) and all(isinstance(r, RequestRecord) for r in result.records)
+    assert result.ok == 1 and result.errors == 1
+
+
+# --- gatewaylab.examples: the apps and the pre-fork server the lesson runs in other processes ------------------------
+
+def _prefork_command(workers: int = 2) -> list[str]:
+    import sys
+
+    return [sys.executable, "-m", "gatewaylab.examples", "gatewaylab.examples:cpu_app", "--port", "{port}",
+            "--workers", str(workers)]
+
+
+def _children(pid: int) -> list[int]:
+    return [int(child) for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+
+
+def _gone(pid: int) -> bool:
+    """The process has ended: no longer in /proc, or a zombie waiting for whoever adopted it to reap it."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except FileNotFoundError:
+        return True
+
+
+def test_cpu_app_burns_what_it_is_asked_and_refuses_bad_input():
+    from gatewaylab.examples import burn_cpu, cpu_app
+
+    started = time.thread_time()
+    assert burn_cpu(0.03) > 0 and time.thread_time() - started >= 0.03
+    for query, status in (("ms=5", "200 OK"), ("ms=-1", "400 Bad Request"), ("ms=soon", "400 Bad Request"),
+                          ("ms=100000", "400 Bad Request")):
+        seen = []
+        body = b"".join(cpu_app({"QUERY_STRING": query}, lambda s, h: seen.append(s)))
+        assert seen == [status], (query, body)
+    assert body.startswith(b"ms must be a number")
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="reads the process tree from Linux's /proc")
+def test_prefork_serves_from_several_processes_and_leaves_none_behind():
+    import httpx
+    from concurrent.futures import ThreadPoolExecutor
+
+    from gatewaylab.servers import serve_command
+
+    with serve_command(_prefork_command(2), name="check-04-prefork") as server:
+        workers = _children(server.process.pid)
+        assert len(workers) == 2
+        with ThreadPoolExecutor(4) as pool:  # two at a time keep both workers busy
+            bodies = list(pool.map(lambda _: httpx.get(server.url + "/?ms=100", timeout=5).text, range(8)))
+    answered_by = {int(body.split()[-1]) for body in bodies}
+    assert answered_by == set(workers), (bodies, workers)
+    assert all(_gone(pid) for pid in workers)
+    with socket.socket() as probe:  # nothing listens on the port any more (connections may linger in TIME_WAIT)
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        probe.bind(("127.0.0.1", server.port))
+        probe.listen()
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="reads the process tree from Linux's /proc")
+def test_prefork_workers_end_when_their_parent_is_killed():
+    import signal
+
+    from gatewaylab.servers import serve_command
+
+    server = serve_command(_prefork_command(2), name="check-04-orphans")
+    try:
+        workers = _children(server.process.pid)
+        server.process.send_signal(signal.SIGKILL)  # no chance to stop its workers
+        deadline = time.monotonic() + 5
+        while not all(_gone(pid) for pid in workers) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert all(_gone(pid) for pid in workers), "orphaned workers kept running (and kept the port busy)"
+    finally:
+        server.stop()
+
+
+def test_prefork_refuses_bad_arguments():
+    import subprocess
+    import sys
+
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        for extra, message in ((["--workers", "0"], "workers must be an int >= 1"),
+                               (["--port", str(taken.getsockname()[1])], "Address already in use")):
+            done = subprocess.run([sys.executable, "-m", "gatewaylab.examples", "gatewaylab.examples:cpu_app",
+                                   "--port", "0", *extra], capture_output=True, text=True, timeout=20)
+            assert done.returncode == 1 and message in done.stderr, done
+    done = subprocess.run([sys.executable, "-m", "gatewaylab.examples", "no_such_module:app"], capture_output=True,
+                          text=True, timeout=20)
+    assert done.returncode == 1 and "cannot import 'no_such_module'" in done.stderr, done

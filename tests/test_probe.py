@@ -1,0 +1,176 @@
+"""The conformance probe (gatewaylab.probe): its verdicts on known servers, its time limits, and how it renders."""
+
+import socket
+import time
+
+import httpx
+import pytest
+
+from gatewaylab.probe import (CHECKS, ProbeReport, parse_address, probe, probe_app, probe_asgi_app,
+                              probe_side_by_side, route)
+from gatewaylab.servers import serve_asgi, serve_socket, serve_wsgi
+
+CHECK_NAMES = [one.name for one in CHECKS]
+
+
+def results_by_name(report):
+    return {result.name: result for result in report.results}
+
+
+def test_the_course_server_passes_every_check_and_serves_in_parallel():
+    with serve_wsgi(probe_app, "probe-course", server="gatewaylab", threads=8) as server:
+        report = probe(server.url)
+    failed = [(r.name, r.got) for r in report.failed]
+    assert report.passed and not failed, failed
+    assert [r.name for r in report.results] == CHECK_NAMES
+    concurrency = report.results[-1]
+    assert concurrency.passed is None and "in parallel" in concurrency.got
+
+
+def test_the_sequential_course_server_is_reported_as_one_at_a_time_not_failed():
+    with serve_wsgi(probe_app, "probe-sequential", server="gatewaylab", threads=1) as server:
+        report = probe(server, checks=["GET /", "5 slow requests at once"])
+    concurrency = results_by_name(report)["5 slow requests at once"]
+    assert concurrency.passed is None and "about 1 at a time" in concurrency.got
+    assert report.passed
+
+
+def test_wsgiref_shows_its_known_gaps():
+    checks = ["GET /", "POST with a chunked body", "two requests on one connection", "HEAD /"]
+    with serve_wsgi(probe_app, "probe-wsgiref", server="wsgiref") as server:
+        results = results_by_name(probe(server.url, checks=checks))
+    assert results["GET /"].passed
+    assert results["POST with a chunked body"].passed is False  # wsgiref does not de-chunk request bodies
+    assert results["two requests on one connection"].passed is False  # it speaks HTTP/1.0: one request per connection
+    assert results["HEAD /"].passed is False and "bytes of body" in results["HEAD /"].got
+
+
+def test_uvicorn_with_the_asgi_probe_app():
+    checks = ["GET /", "HEAD /", "query string", "percent-encoded path", "POST with Content-Length",
+              "POST with a chunked body", "two requests on one connection", "streaming", "5 slow requests at once"]
+    with serve_asgi(probe_asgi_app, "probe-uvicorn", lifespan="on") as server:
+        report = probe(server.url, checks=checks)
+    assert report.passed, [(r.name, r.got) for r in report.failed]
+    assert "in parallel" in results_by_name(report)["5 slow requests at once"].got
+
+
+def sloppy_server(listener):
+    """Answers every request with the same 200 and closes, whatever was asked."""
+    while True:
+        conn, _ = listener.accept()
+        with conn:
+            conn.settimeout(1)
+            try:
+                conn.recv(65536)
+                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok")
+            except OSError:
+                pass
+
+
+def test_a_sloppy_server_fails_the_checks_it_should_fail():
+    checks = ["GET /", "bad request line", "HTTP/1.1 without Host", "two requests on one connection"]
+    with serve_socket(sloppy_server, "probe-sloppy") as server:
+        results = results_by_name(probe(server.url, checks=checks))
+    assert results["GET /"].passed is False and "b'ok'" in results["GET /"].got
+    assert results["bad request line"].passed is False and results["bad request line"].got == "200 OK"
+    assert results["HTTP/1.1 without Host"].passed is False
+    assert results["two requests on one connection"].passed is False
+    assert "closed" in results["two requests on one connection"].got
+
+
+def silent_server(listener):
+    """Accepts connections and never answers: the probe must give up, not hang."""
+    held = []
+    try:
+        while True:
+            held.append(listener.accept()[0])  # accept() raises OSError once the listener is shut down
+    finally:
+        for conn in held:
+            conn.close()
+
+
+def test_a_server_that_never_answers_fails_within_the_time_limit():
+    with serve_socket(silent_server, "probe-silent") as server:
+        started = time.monotonic()
+        report = probe(server.address, checks=["GET /", "bad request line", "streaming"], timeout=0.5)
+        elapsed = time.monotonic() - started
+    assert elapsed < 3
+    assert all(r.passed is False and r.got == "no complete answer within 0.5 s" for r in report.results)
+
+
+def garbage_server(listener):
+    while True:
+        conn, _ = listener.accept()
+        with conn:
+            conn.recv(65536)
+            conn.sendall(b"HTTP/1.1 200 OK\r\nNo colon here\r\n\r\n")
+
+
+def test_an_invalid_response_fails_with_the_parsers_reason():
+    with serve_socket(garbage_server, "probe-garbage") as server:
+        result = probe(server.url, checks=["GET /"]).results[0]
+    assert result.passed is False and result.got.startswith("not a valid HTTP/1.1 response")
+
+
+def test_nothing_listening_is_a_failed_check_not_an_exception():
+    with socket.socket() as placeholder:
+        placeholder.bind(("127.0.0.1", 0))
+        port = placeholder.getsockname()[1]  # bound but not listening: connections are refused
+        result = probe(f"127.0.0.1:{port}", checks=["GET /"]).results[0]
+    assert result.passed is False and "refused" in result.got
+
+
+def test_reports_render_as_html_and_text():
+    with serve_wsgi(probe_app, "probe-render", server="gatewaylab", threads=4) as good, \
+            serve_socket(sloppy_server, "probe-render-sloppy") as bad:
+        side = probe_side_by_side({"course": good.url, "sloppy <b>": bad.url}, checks=["GET /", "bad request line"])
+    good_report, bad_report = side.reports["course"], side.reports["sloppy <b>"]
+    assert isinstance(good_report, ProbeReport) and good_report.passed and not bad_report.passed
+    text = str(good_report)
+    assert "2 of 2 checks passed" in text and "PASS" in text and "GET /" in text
+    page = bad_report._repr_html_()
+    assert page.count("<tr>") == 3 and "FAIL" in page and "0 of 2 checks passed" in page
+    both = side._repr_html_()
+    assert "sloppy &lt;b&gt;" in both and "<b>sloppy" not in both  # labels are escaped
+    assert both.count("PASS") == 2 and both.count("FAIL") == 2
+    plain = str(side)
+    assert plain.splitlines()[0].split() == ["check", "course", "sloppy", "<b>"]
+    assert "bad request line" in plain
+
+
+def test_parse_address_takes_urls_addresses_and_servers():
+    assert parse_address("http://127.0.0.1:8123/some/path") == ("127.0.0.1", 8123)
+    assert parse_address("localhost:9000") == ("localhost", 9000)
+    assert parse_address(("127.0.0.1", 80)) == ("127.0.0.1", 80)
+    with serve_wsgi(probe_app, "probe-address", server="gatewaylab") as server:
+        assert parse_address(server) == server.address
+    with pytest.raises(ValueError, match="plain HTTP"):
+        parse_address("https://example.org")
+    with pytest.raises(TypeError):
+        parse_address(8000)
+    with pytest.raises(ValueError, match="unknown checks"):
+        probe("127.0.0.1:1", checks=["no such check"])
+    with pytest.raises(ValueError):
+        probe_side_by_side({})
+
+
+def test_the_probe_app_routes():
+    assert route("GET", "/", "", b"") == ("200 OK", [b"Hello from the probe app\n"], 0.0)
+    assert route("GET", "/query", "a=%20", b"")[1] == [b"a=%20"]
+    assert route("POST", "/echo", "", b"body")[1] == [b"body"]
+    status, parts, delay = route("GET", "/stream", "n=3&delay=0.1", b"")
+    assert len(parts) == 3 and delay == 0.1
+    assert route("GET", "/slow", "delay=100", b"")[2] == 5.0  # capped
+    assert route("GET", "/stream", "n=x", b"")[0].startswith("400")
+    assert route("GET", "/nowhere", "", b"")[0].startswith("404")
+
+
+def test_the_wsgi_and_asgi_probe_apps_agree():
+    with serve_wsgi(probe_app, "probe-agree-wsgi", server="gatewaylab", threads=2) as wsgi, \
+            serve_asgi(probe_asgi_app, "probe-agree-asgi") as asgi:
+        for path in ["/", "/query?x=%41", "/path/%E2%9C%93", "/stream?n=2&delay=0", "/nowhere"]:
+            one, other = httpx.get(wsgi.url + path), httpx.get(asgi.url + path)
+            assert (one.status_code, one.content) == (other.status_code, other.content), path
+        one = httpx.post(wsgi.url + "/echo", content=b"same")
+        other = httpx.post(asgi.url + "/echo", content=b"same")
+        assert one.content == other.content == b"same"
