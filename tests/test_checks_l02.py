@@ -187,6 +187,23 @@ def test_countdown_prepared_in_advance_fails_on_timing():
     assert "prepared the whole countdown" in messages and "arrived in one go" in messages
 
 
+def countdown_pausing_before_each_line(environ, start_response):
+    start_response("200 OK", [("Content-Type", "text/plain; charset=utf-8")])
+    for line in (b"3\n", b"2\n", b"1\n"):
+        time.sleep(0.2)  # the mistake: the pause comes before the line, so '3' is 0.2 s late
+        yield line
+    yield b"liftoff\n"
+
+
+def test_countdown_pausing_before_each_line_is_told_so_not_that_it_prepared_everything():
+    report = run_check("02.3", countdown_pausing_before_each_line)
+    failed = {r.name for r in report.results if not r.passed}
+    assert failed == {"hands over each chunk at once, then pauses about 0.2 s"}, str(report)  # it does stream
+    messages = failure_messages(report)
+    assert "paused before yielding '3'" in messages and "Pause after each" in messages
+    assert "prepared the whole countdown" not in messages
+
+
 def test_countdown_in_one_chunk_fails():
     assert "they differ first at index 0" in failure_messages(run_check("02.3", one_chunk_countdown))
 
@@ -256,6 +273,25 @@ def timing_measured_too_early(app):
 
         return app(environ, timed_start_response)
     return timed
+
+
+def timing_started_at_wrap_time(app):
+    started = time.perf_counter()  # the mistake: one timer, started when the app is wrapped, for every request
+
+    def timed(environ, start_response):
+        def timed_start_response(status, headers, exc_info=None):
+            elapsed_ms = (time.perf_counter() - started) * 1000
+            return start_response(status, headers + [("X-Response-Time", f"{elapsed_ms:.1f}ms")], exc_info)
+
+        return app(environ, timed_start_response)
+    return timed
+
+
+def test_timing_middleware_timed_from_wrap_time_fails_saying_so():
+    report = run_check("02.4", timing_started_at_wrap_time)
+    failed = [r.name for r in report.results if not r.passed]
+    assert failed == [f"times each request from its own call: wrapped once, called twice {l02_wsgi.PAUSE:g} s apart"]
+    assert "the timer started when timing_middleware wrapped the app" in failure_messages(report)
 
 
 def test_timing_middleware_measuring_the_wrong_moment_fails():

@@ -523,6 +523,17 @@ countdown = Exercise(
 COUNTDOWN = [b"3\n", b"2\n", b"1\n", b"liftoff\n"]
 
 
+def _late_first_chunk(times: list[float]) -> str:
+    """Why '3' came out late: two mistakes do that, and they need different fixes."""
+    if times[-1] - times[0] < 0.15:  # everything came out at once: the body was built before being handed over
+        return (f"all four chunks came out together, {times[0]:.2f} s after the call: the app prepared the whole "
+                "countdown before handing over the first line. Yield each line as soon as it is ready, so the "
+                "server can send '3' while the app waits")
+    return (f"the first chunk came out {times[0]:.2f} s after the call, and the others followed one by one: the app "
+            "paused before yielding '3'. Pause after each of the first three lines, not before, so that the client "
+            "gets '3' at once")
+
+
 @countdown.case("yields b'3\\n', b'2\\n', b'1\\n', b'liftoff\\n' as four separate chunks, as text/plain")
 def _(answer):
     response = call_app(answer, make_environ())
@@ -539,9 +550,7 @@ def _(answer):
     if len(times) != len(COUNTDOWN):
         raise CaseFailed(f"expected {len(COUNTDOWN)} chunks, got {len(times)}: see the case above")
     if times[0] > 0.15:
-        raise CaseFailed(f"the first chunk came out {times[0]:.2f} s after the call: the app prepared the whole "
-                         "countdown before handing over the first line. Yield each line as soon as it is ready, so "
-                         "the server can send '3' while the app waits")
+        raise CaseFailed(_late_first_chunk(times))
     gaps = [later - earlier for earlier, later in zip(times, times[1:])]
     if min(gaps) < 0.15:
         raise CaseFailed("the chunks should come about 0.2 s apart (time.sleep(0.2) between them)",
@@ -563,7 +572,7 @@ def _(answer):
     reply, arrivals = over_http(answer, "02.3", stream)
     expect_equal(b"".join(piece for _, piece in arrivals), b"".join(COUNTDOWN), "the body httpx received")
     first, last = arrivals[0][0], arrivals[-1][0]
-    if last - first < 0.4:
+    if last - first < 0.3:  # the right answer spreads them over 0.6 s; pausing before each line, over 0.4 s
         raise CaseFailed(f"httpx received the first bytes at {first:.2f} s and the last at {last:.2f} s: the "
                          "countdown arrived in one go instead of line by line")
 
@@ -579,10 +588,11 @@ timing = Exercise(
         "A middleware is a function that takes an app and returns a new app. The only moment it can add a header is "
         "when the inner app calls start_response: so give the inner app your own start_response, which adds the "
         "header and calls the server's.",
-        "Note the time when your app is called; in your start_response, compute the milliseconds since then and add "
-        "('X-Response-Time', f'{ms:.1f}ms') to the headers. Accept exc_info=None and pass it on, and return what the "
-        "server's start_response returns (old apps call that write() function). Return the inner app's iterable "
-        "itself: the server then streams it and closes it.",
+        "Note the time when your app is called for a request (inside it: timing_middleware itself runs once, when "
+        "it wraps the app, long before any request); in your start_response, compute the milliseconds since then "
+        "and add ('X-Response-Time', f'{ms:.1f}ms') to the headers. Accept exc_info=None and pass it on, and return "
+        "what the server's start_response returns (old apps call that write() function). Return the inner app's "
+        "iterable itself: the server then streams it and closes it.",
         "def timed(environ, start_response): started = time.perf_counter(); def timed_start(status, headers, "
         "exc_info=None): ms = (time.perf_counter() - started) * 1000; return start_response(status, headers + "
         "[('X-Response-Time', f'{ms:.1f}ms')], exc_info) -- then return app(environ, timed_start), and return timed.",
@@ -642,6 +652,11 @@ def _app_replacing_its_status(environ, start_response):
     return [b"sorry\n"]
 
 
+def _quick_app(environ, start_response):
+    start_response("200 OK", [TEXT])
+    return [b"quick"]
+
+
 def _legacy_app(environ, start_response):
     write = start_response("200 OK", [TEXT])
     if not callable(write):
@@ -668,6 +683,23 @@ def _(answer):
     if not 95 <= elapsed < 1000:
         raise CaseFailed("X-Response-Time should be the milliseconds from the call to start_response: about 100 "
                          "here (is it in seconds, or measured at the wrong moment?)", expected="about 100ms",
+                         got=response.header("X-Response-Time"))
+
+
+PAUSE = 0.3  # seconds between the two requests of the case below
+
+
+@timing.case(f"times each request from its own call: wrapped once, called twice {PAUSE:g} s apart")
+def _(answer):
+    wrapped = _app_from(answer, _quick_app, "timing_middleware")  # wrapped once, as a server's app is at start-up
+    call_app(wrapped, make_environ())
+    time.sleep(PAUSE)
+    response = call_app(wrapped, make_environ())
+    if _response_time(response) >= PAUSE * 1000 / 2:
+        raise CaseFailed(f"the app was wrapped once and called twice, {PAUSE:g} s apart. It answers at once, but the "
+                         "second request's X-Response-Time counts the pause before that request arrived: the timer "
+                         "started when timing_middleware wrapped the app, not when the request came in. Note the time "
+                         "inside the wrapped app, each time it is called", expected="a few ms",
                          got=response.header("X-Response-Time"))
 
 
