@@ -4,6 +4,7 @@
 import ast
 import re
 import threading
+import time
 from pathlib import Path
 
 import nbformat
@@ -57,6 +58,13 @@ def failure_messages(report) -> str:
     return "\n".join(r.message for r in report.results if not r.passed)
 
 
+def case_message(report, case_start: str) -> str:
+    """The failure message of the one case whose name starts with `case_start`."""
+    [result] = [r for r in report.results if r.name.startswith(case_start)]
+    assert not result.passed, str(report)
+    return result.message
+
+
 def test_every_exercise_has_an_answer_cell():
     assert set(ANSWERS) == set(EXERCISES.values())
 
@@ -108,6 +116,15 @@ def test_build_request_mistakes_fail_with_advice(mistake, expected_message):
         return _request_text(method, target, host, headers, body, **mistake)
 
     assert expected_message in failure_messages(run_check("01.1", build_request))
+
+
+def test_build_request_without_the_empty_line_before_a_body_is_told_where_it_goes():
+    def build_request(method, target, host, headers=(), body=b""):
+        return _request_text(method, target, host, headers, body, end="")  # the body's own CRLFCRLF ends the head
+
+    message = case_message(run_check("01.1", build_request), "a body is announced")
+    assert "the head must end with an empty line before the body" in message
+    assert "invalid header name" not in message
 
 
 def test_build_request_returning_str_is_told_to_encode():
@@ -197,6 +214,57 @@ def test_read_response_ignoring_a_missing_content_length_loses_the_body():
     assert "read until recv() returns" in failure_messages(run_check("01.3", answer))
 
 
+def test_read_response_splitting_at_every_empty_line_cuts_a_body_that_has_one():
+    def read_response(sock):
+        data = b""
+        while b"\r\n\r\n" not in data:
+            data += sock.recv(4096)
+        head, body = data.split(b"\r\n\r\n")[0], data.split(b"\r\n\r\n")[1]  # drops all after the 2nd one
+        status_line, *lines = head.decode("latin-1").split("\r\n")
+        headers = [(name, value.strip()) for name, _, value in (line.partition(":") for line in lines)]
+        length = int(dict((name.lower(), value) for name, value in headers).get("content-length", "0"))
+        while len(body) < length:
+            body += sock.recv(length - len(body))
+        return int(status_line.split(" ")[1]), headers, body
+
+    report = run_check("01.3", read_response)
+    assert [r.passed for r in report.results if "3-byte pieces" in r.name] == [True]  # why the one-piece case exists
+    assert "only the first one ends the head" in case_message(report, "head and body in one piece")
+
+
+def test_read_response_that_keeps_reading_after_an_early_close_is_stopped_and_told():
+    answer = variant("read_response", """        chunk = sock.recv(length - len(body))
+        if not chunk:
+            raise ConnectionError(f"the connection closed after {len(body)} of {length} body bytes")
+        body += chunk
+""", "        body += sock.recv(length - len(body))\n")
+    started = time.monotonic()
+    report = run_check("01.3", answer)
+    assert time.monotonic() - started < 20 and not any(r.timed_out for r in report.results), str(report)
+    message = case_message(report, "the server closes in the middle")
+    assert 'recv() returns b"" at once, every time' in message
+    assert "closed the connection after 21 of the 100 body bytes Content-Length announced: raise ConnectionError" \
+        in message
+
+
+def test_read_response_raising_another_exception_on_an_early_close_is_told_which_one():
+    answer = variant("read_response", "raise ConnectionError(", "raise ValueError(")
+    message = case_message(run_check("01.3", answer), "the server closes in the middle")
+    assert "raise ConnectionError, as the task asks; yours raised ValueError" in message
+
+
+def test_read_response_returning_a_short_body_on_an_early_close_fails():
+    answer = variant("read_response", 'raise ConnectionError(f"the connection closed after', 'break  # (f"')
+    message = case_message(run_check("01.3", answer), "the server closes in the middle")
+    assert "raise ConnectionError instead of returning a result" in message
+
+
+def test_read_response_looking_up_content_length_case_sensitively_is_told_why_it_waits():
+    answer = variant("read_response", 'name.lower() == "content-length"', 'name == "Content-Length"')
+    message = case_message(run_check("01.3", answer), "uvicorn keeps the connection open")
+    assert "header names are case-insensitive; uvicorn sends them lower-case" in message.lower()
+
+
 def test_read_response_returning_the_status_as_str_fails():
     answer = variant("read_response", 'status = int(status_line.split(" ")[1])', 'status = status_line.split(" ")[1]')
     assert "must be an int" in failure_messages(run_check("01.3", answer))
@@ -226,6 +294,21 @@ def test_ignoring_connection_close_fails():
     answer = variant("serve_keep_alive", "                    if not request.keep_alive:\n                        break\n",
                      "")
     assert "close the connection after the response" in failure_messages(run_check("01.4", answer))
+
+
+def test_closing_conn_but_not_its_makefile_is_told_that_the_file_keeps_it_open():
+    answer = variant("serve_keep_alive", 'with conn, conn.makefile("rb") as rfile:',
+                     'rfile = conn.makefile("rb")\n        with conn:')  # the file stays open after `with conn`
+    message = case_message(run_check("01.4", answer), "Connection: close")
+    assert "the client asked to close" in message
+    assert "a file from conn.makefile() keeps the socket open until it is closed too" in message
+
+
+def test_a_thread_killed_by_a_timeout_is_told_to_close_quietly_not_to_answer_400():
+    answer = variant("serve_keep_alive", "            except OSError:\n                pass", "")
+    message = case_message(run_check("01.4", answer), "a client that connects and stays silent")
+    assert "crashed with TimeoutError" in message and "close that connection quietly" in message
+    assert "400" not in message
 
 
 def test_crashing_on_a_bad_content_length_is_reported():

@@ -94,15 +94,24 @@ def _lines_end_with_crlf(raw: bytes) -> None:
                          '"\\n"', got=raw)
 
 
-def _parse_request_bytes(raw: bytes, what: str) -> tuple[http1.Request, bytes]:
-    """Parse a learner's request with gatewaylab.http1 (strict); the request and what follows the head."""
+EMPTY_LINE_ADVICE = 'after the last header line comes one more "\\r\\n", so the head ends with "\\r\\n\\r\\n"'
+
+
+def _parse_request_bytes(raw: bytes, what: str, body: bytes = b"") -> tuple[http1.Request, bytes]:
+    """Parse a learner's request with gatewaylab.http1 (strict); the request and what follows the head.
+
+    `body` is the body the request should end with: when the empty line before it is missing, the first empty line is
+    one inside the body, and the parser's complaint about a body line would not name the real mistake.
+    """
     if not isinstance(raw, bytes):
         raise CaseFailed(f"{what} must return bytes (what a socket sends), not {type(raw).__name__}; "
                          'a str becomes bytes with .encode("latin-1")', got=raw)
     _lines_end_with_crlf(raw)
+    if body and raw.endswith(body) and not raw[:len(raw) - len(body)].endswith(b"\r\n\r\n"):
+        raise CaseFailed(f"the head must end with an empty line before the body: {EMPTY_LINE_ADVICE}, and the body "
+                         "follows it", got=raw)
     if b"\r\n\r\n" not in raw:
-        raise CaseFailed('the head must end with an empty line: after the last header line comes one more "\\r\\n" '
-                         '(so the head ends with "\\r\\n\\r\\n")', got=raw)
+        raise CaseFailed(f"the head must end with an empty line: {EMPTY_LINE_ADVICE}", got=raw)
     rfile = io.BytesIO(raw)
     try:
         request = http1.parse_request(rfile)
@@ -166,7 +175,7 @@ def _(answer):
 def _(answer):
     body = '{"name": "café"}\r\n\r\n'.encode()  # CRLFs inside a body are just bytes; é is 2 bytes in UTF-8
     raw = answer("POST", "/items", "example.org", [("Content-Type", "application/json")], body)
-    request, rest = _parse_request_bytes(raw, "build_request")
+    request, rest = _parse_request_bytes(raw, "build_request", body)
     length = request.header("Content-Length")
     if length is None:
         raise CaseFailed("a request with a body needs a Content-Length header, or the server cannot tell where the "
@@ -264,16 +273,27 @@ read_response = Exercise(
     timeout=8.0,
     hints=[
         "recv() returns whatever bytes have arrived: maybe half a line, maybe the head and part of the body. Keep "
-        "calling it and adding to a buffer until the buffer contains b\"\\r\\n\\r\\n\", the end of the head.",
-        "Split the buffer at the first b\"\\r\\n\\r\\n\": the head becomes the status line and header lines (split "
-        "each at the first \":\" and strip the value); the rest is the start of the body. With Content-Length, keep "
-        "receiving until the body has that many bytes, and no longer: a keep-alive server will not close. Without "
-        "it, receive until recv() returns b\"\" (the server closed).",
-        "while b\"\\r\\n\\r\\n\" not in data: data += sock.recv(4096)  (stop on b\"\"); "
-        "head, _, body = data.partition(b\"\\r\\n\\r\\n\"); status = int(status_line.split(\" \")[1]); "
-        "length = int(value of content-length); while len(body) < length: body += sock.recv(length - len(body))",
+        "calling it and adding to a buffer until the buffer contains b\"\\r\\n\\r\\n\", the end of the head. recv() "
+        "returning b\"\" means the server closed: if the response is not complete by then, raise ConnectionError.",
+        "Split the buffer once, at the first b\"\\r\\n\\r\\n\" (a body may hold an empty line too): the head becomes "
+        "the status line and header lines (split each at the first \":\", strip the value, compare names with "
+        ".lower()); all the rest is the start of the body. With Content-Length, keep receiving until the body has "
+        "that many bytes, and no longer: a keep-alive server will not close. Without it, receive until recv() "
+        "returns b\"\" (the server closed).",
+        "data = b\"\"; while b\"\\r\\n\\r\\n\" not in data: chunk = sock.recv(4096); if not chunk: raise "
+        "ConnectionError(\"closed in the head\"); data += chunk. Then head, _, body = "
+        "data.partition(b\"\\r\\n\\r\\n\"); status_line, *lines = head.decode(\"latin-1\").split(\"\\r\\n\"); "
+        "status = int(status_line.split(\" \")[1]). "
+        "With length = int(the content-length value): while len(body) < length: chunk = sock.recv(length - "
+        "len(body)); if not chunk: raise ConnectionError(\"closed in the body\"); body += chunk",
     ],
 )
+
+WAITED_ADVICE = ("stop reading when the body has Content-Length bytes (a keep-alive server does not close the "
+                 "connection), and stop when recv() returns b\"\" (the server closed)")
+# Once the other end has closed, recv() returns b"" at once, every time: a loop still waiting for bytes spins
+# instead of blocking, so no socket timeout ends it. Counting the empty reads tells it from a slow answer.
+EMPTY_READS_ALLOWED = 100
 
 
 def _hello_wsgi(environ, start_response):
@@ -282,13 +302,12 @@ def _hello_wsgi(environ, start_response):
     return [body]
 
 
-def _call_read_response(answer, sock) -> tuple[int, list, bytes]:
+def _call_read_response(answer, sock, waited_advice: str = WAITED_ADVICE) -> tuple[int, list, bytes]:
     try:
         result = answer(sock)
     except TimeoutError:
-        raise CaseFailed(f"read_response waited {SOCKET_TIMEOUT:g} s for bytes that never came: stop reading when the "
-                         "body has Content-Length bytes (a keep-alive server does not close the connection), and "
-                         "stop when recv() returns b\"\" (the server closed)") from None
+        raise CaseFailed(f"read_response waited {SOCKET_TIMEOUT:g} s for bytes that never came: {waited_advice}") \
+            from None
     if not (isinstance(result, tuple) and len(result) == 3):
         raise CaseFailed("read_response must return a tuple (status, headers, body)", got=result)
     status, headers, body = result
@@ -321,10 +340,14 @@ def _(answer):
 @read_response.case("uvicorn keeps the connection open: stop after Content-Length bytes", timeout=8.0)
 def _(answer):
     request = b"POST /echo?x=1 HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 3\r\n\r\nabc"  # no Connection: close
+    # The usual cause of a wait here is a lookup of "Content-Length" as written: uvicorn writes "content-length".
+    advice = ("uvicorn keeps the connection open, so stop reading when the body has Content-Length bytes. Header "
+              "names are case-insensitive; uvicorn sends them lower-case (content-length), so compare names with "
+              ".lower()")
     with serve_asgi(_echo_app, name="check-01.3-uvicorn", lifespan="off", log_level="critical") as server, \
             socket.create_connection(server.address, timeout=SOCKET_TIMEOUT) as sock:
         sock.sendall(request)
-        status, headers, body = _call_read_response(answer, sock)
+        status, headers, body = _call_read_response(answer, sock, advice)
     expect_equal(status, 200, "the status")
     expect_equal(_header(headers, "content-type"), "application/json", "the content-type header")
     try:
@@ -335,9 +358,39 @@ def _(answer):
     expect_equal(seen["body"], "abc", "the request body uvicorn reports in its answer")
 
 
-def _trickle(pieces: list[bytes], close: bool):
-    """A connected socket for the answer, and a thread sending `pieces` into the other end with short pauses."""
+class _WatchedSocket(socket.socket):
+    """The answer's end of a scripted connection: fails the case when the answer keeps reading after the close."""
+
+    def __init__(self, sock: socket.socket, after_close: str):
+        super().__init__(fileno=sock.detach())
+        self.after_close = after_close  # what the answer should do when recv() returns b""
+        self.empty_reads = 0
+
+    def _count(self, received: int) -> None:
+        if received == 0:
+            self.empty_reads += 1
+        if self.empty_reads > EMPTY_READS_ALLOWED:
+            raise CaseFailed(f"your code called recv() again and again after it returned b\"\": once the server has "
+                             "closed the connection, recv() returns b\"\" at once, every time, so a loop waiting "
+                             f"for more bytes never ends. {self.after_close}")
+
+    def recv(self, *args):
+        data = super().recv(*args)
+        self._count(len(data))
+        return data
+
+    def recv_into(self, *args):  # what sock.makefile() reads with
+        received = super().recv_into(*args)
+        self._count(received)
+        return received
+
+
+@contextlib.contextmanager
+def _scripted(pieces: list[bytes], close: bool, after_close: str = "When recv() returns b\"\", stop reading."):
+    """A connected socket for the answer; a thread sends `pieces` into the other end with short pauses, then
+    closes that end if `close`."""
     ours, theirs = socket.socketpair()
+    theirs = _WatchedSocket(theirs, after_close)
     theirs.settimeout(SOCKET_TIMEOUT)
 
     def send() -> None:
@@ -350,15 +403,10 @@ def _trickle(pieces: list[bytes], close: bool):
         except OSError:
             pass  # the answer closed its end early: nothing left to send to
 
-    sender = threading.Thread(target=send, name="check-01.3-trickle", daemon=True)
+    sender = threading.Thread(target=send, name="check-01.3-script", daemon=True)
     sender.start()
-    return ours, theirs, sender
-
-
-def _run_scripted(answer, pieces: list[bytes], close: bool):
-    ours, theirs, sender = _trickle(pieces, close)
     try:
-        return _call_read_response(answer, theirs)
+        yield theirs
     finally:
         theirs.close()
         sender.join(SOCKET_TIMEOUT)
@@ -373,21 +421,61 @@ def _in_pieces(data: bytes, size: int) -> list[bytes]:
 def _(answer):
     body = b"line one\r\n\r\nline two"  # an empty line inside the body is not the end of the head
     raw = b"HTTP/1.1 201 Created\r\nContent-Type: text/plain\r\nContent-Length: %d\r\n\r\n" % len(body) + body
-    status, headers, got = _run_scripted(answer, _in_pieces(raw, 3), close=False)
+    with _scripted(_in_pieces(raw, 3), close=False) as sock:
+        status, headers, got = _call_read_response(answer, sock)
     expect_equal(status, 201, "the status")
     expect_equal(got, body, "the body (exactly Content-Length bytes, whatever pieces they came in)")
     expect_equal(_header(headers, "content-length"), str(len(body)), "the Content-Length header's value")
+
+
+@read_response.case("head and body in one piece, with an empty line inside the body")
+def _(answer):
+    body = b"first paragraph\r\n\r\nsecond paragraph\r\n"
+    raw = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: %d\r\n\r\n" % len(body) + body
+    advice = ("the whole response arrived in one piece, and its body holds an empty line (b\"\\r\\n\\r\\n\") of its "
+              "own: only the first one ends the head. Split once, at the first (data.partition(b\"\\r\\n\\r\\n\")), "
+              "and keep everything after it as the start of the body")
+    with _scripted([raw], close=False) as sock:
+        status, _, got = _call_read_response(answer, sock, advice)
+    if got == body.partition(b"\r\n\r\n")[0]:
+        raise CaseFailed(f"the body stops at its own empty line: {advice}", expected=body, got=got)
+    expect_equal(status, 200, "the status")
+    expect_equal(got, body, "the body (exactly Content-Length bytes)")
 
 
 @read_response.case("no Content-Length: the body ends when the server closes")
 def _(answer):
     body = bytes(range(256)) * 4  # binary: every byte value, CR and LF included
     raw = b"HTTP/1.0 200 OK\r\nContent-Type: application/octet-stream\r\n\r\n" + body
-    status, _, got = _run_scripted(answer, _in_pieces(raw, 100), close=True)
+    with _scripted(_in_pieces(raw, 100), close=True, after_close="Without Content-Length, b\"\" ends the body: "
+                                                                  "stop there and return it.") as sock:
+        status, _, got = _call_read_response(answer, sock)
     expect_equal(status, 200, "the status")
     if got != body:
         raise CaseFailed(f"without Content-Length, read until recv() returns b\"\" (the server closed); you returned "
                          f"{len(got)} of the {len(body)} body bytes", expected=body, got=got)
+
+
+@read_response.case("the server closes in the middle of the response: raise ConnectionError")
+def _(answer):
+    part = b"only part of the body"
+    cut_off = {"in the middle of the head": b"HTTP/1.1 200 OK\r\nContent-Ty",
+               f"after {len(part)} of the 100 body bytes Content-Length announced":
+                   b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n" + part}
+    for where, raw in cut_off.items():
+        closed = f"the server closed the connection {where}"
+        with _scripted([raw], close=True, after_close=f"Here {closed}: raise ConnectionError.") as sock:
+            try:
+                result = answer(sock)
+            except ConnectionError:
+                continue
+            except CaseFailed:
+                raise
+            except Exception as error:  # the learner's exception, reported with the one the task asks for
+                raise CaseFailed(f"{closed}: raise ConnectionError, as the task asks; yours raised "
+                                 f"{type(error).__name__}: {error}") from None
+        raise CaseFailed(f"{closed}, so the response is incomplete: raise ConnectionError instead of returning a "
+                         "result", expected="ConnectionError", got=result)
 
 
 # --- 01.4 serve_keep_alive --------------------------------------------------------------------------------------------
@@ -403,10 +491,11 @@ serve_keep_alive = Exercise(
         "client leaves (parse_request returns None), asks to close (request.keep_alive is False), or sends something "
         "malformed (HTTPError: answer with error_response, then close). Set conn.settimeout(1) first so a silent "
         "client cannot hold the server.",
-        "Make one rfile = conn.makefile(\"rb\") per connection and keep it for every request on that connection: it "
-        "holds bytes already received. Before the next request, skip this one's body with "
-        "rfile.read(int(request.header(\"Content-Length\", \"0\"))); refuse a Content-Length that is not digits with "
-        "HTTPError(400, ...). Catch OSError (TimeoutError is one) around the inner loop to close quietly.",
+        "Open one file per connection with `with conn, conn.makefile(\"rb\") as rfile:` and read every request on "
+        "that connection from it: it holds bytes already received, and the with closes both (a file from "
+        "conn.makefile() keeps the socket open until it is closed too). Before the next request, skip this one's "
+        "body with rfile.read(int(request.header(\"Content-Length\", \"0\"))); refuse a Content-Length that is not "
+        "digits with HTTPError(400, ...). Catch OSError (TimeoutError is one) around the inner loop to close quietly.",
         "for each request: check length.isdigit(); rfile.read(int(length)); headers = [(\"Content-Type\", "
         "\"text/plain\")] + ([] if request.keep_alive else [(\"Connection\", \"close\")]); "
         "conn.sendall(build_response(200, headers, request.path.encode(\"latin-1\"))); "
@@ -415,6 +504,8 @@ serve_keep_alive = Exercise(
 )
 
 
+# Closing conn alone leaves the connection open while a file made from it is still open.
+MAKEFILE_NOTE = "(a file from conn.makefile() keeps the socket open until it is closed too)"
 KEEP_ALIVE_ADVICE = ("does every response have Content-Length? does the server answer every request on the "
                      "connection, reading each request head with one rfile kept for the whole connection?")
 
@@ -445,7 +536,12 @@ def _serve(answer):
         if server.error is None:
             raise
         crash = f"{type(server.error).__name__}: {server.error}"
-        advice = "catch what a bad request can cause, answer 400, and keep serving"
+        if isinstance(server.error, TimeoutError):  # a quiet client sent nothing wrong: it gets no 400
+            advice = ("a client that stays silent past the timeout is not a bad request: catch TimeoutError (or "
+                      "OSError, which includes it) around the loop that reads requests, close that connection "
+                      "quietly, and accept the next")
+        else:
+            advice = "catch what a bad request can cause, answer 400, and keep serving"
         raise CaseFailed(f"{failure.message}\nYour server's thread crashed with {crash}: {advice}",
                          expected=failure.expected, got=failure.got) from None
     finally:
@@ -524,7 +620,7 @@ def _(answer):
                 _expect_ok(_responses(sock).read(what), "/bye", what)
                 if not _closed_by_server(sock):
                     raise CaseFailed(f"{what}: the client asked to close, so close the connection after the response "
-                                     "(request.keep_alive is False)")
+                                     f"(request.keep_alive is False) {MAKEFILE_NOTE}")
 
 
 @serve_keep_alive.case("malformed requests get 400, then the server serves the next client")
@@ -540,7 +636,7 @@ def _(answer):
                 expect_equal(status, 400, f"the status for a request with {name}")
                 if not _closed_by_server(sock):
                     raise CaseFailed(f"after answering 400 to a request with {name}, close the connection: the "
-                                     "server cannot know where a next request would start")
+                                     f"server cannot know where a next request would start {MAKEFILE_NOTE}")
         with _connect(server) as sock:
             _send(sock, b"GET /still-here HTTP/1.1\r\nHost: check\r\n\r\n", "GET /still-here")
             _expect_ok(_responses(sock).read("GET /still-here after the bad requests"), "/still-here",
