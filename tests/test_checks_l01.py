@@ -1,61 +1,19 @@
 """Lesson 01's checks, both ways: the notebook's reference answers pass, the stubs are "not solved", and wrong answers
 (the mistakes learners make) fail with a message that says what to fix."""
 
-import ast
 import re
 import threading
 import time
-from pathlib import Path
 
-import nbformat
 import pytest
 
-from gatewaylab.build import stub_source
 from gatewaylab.grading import run_check
+from solution_answers import SolutionNotebook, failure_messages
 
-ROOT = Path(__file__).resolve().parents[1]
-SOLUTIONS = ROOT / "solutions" / "01_http_on_the_wire.ipynb"
-EXERCISES = {"01.1": "build_request", "01.2": "parse_status_line", "01.3": "read_response", "01.4": "serve_keep_alive"}
+NOTEBOOK = SolutionNotebook("01_http_on_the_wire.ipynb")
+EXERCISES, reference, variant = NOTEBOOK.exercises, NOTEBOOK.reference, NOTEBOOK.variant
 
 pytestmark = pytest.mark.xdist_group("l01-checks")
-
-
-def _notebook_code() -> tuple[str, dict[str, str]]:
-    """The solutions notebook's setup cell, and each answer cell's source by the name of the function it defines."""
-    cells = [c.source for c in nbformat.read(SOLUTIONS, as_version=4).cells if c.cell_type == "code"]
-    answers = {}
-    for source in cells:
-        if "### BEGIN SOLUTION" in source:
-            names = [n.name for n in ast.parse(source).body if isinstance(n, ast.FunctionDef)]
-            answers[names[0]] = source
-    return cells[0], answers
-
-
-SETUP, ANSWERS = _notebook_code()
-
-
-def define(source: str, name: str):
-    """Run the setup cell and `source` in a fresh namespace, as a kernel would; return the function `name`."""
-    namespace = {}
-    exec(compile(SETUP, "<setup cell>", "exec"), namespace)
-    exec(compile(source, f"<answer cell {name}>", "exec"), namespace)
-    return namespace[name]
-
-
-def reference(name: str):
-    return define(ANSWERS[name], name)
-
-
-def variant(name: str, old: str, new: str):
-    """The reference answer with one mistake put in: `old` (which must be in it) replaced by `new`."""
-    source = ANSWERS[name]
-    assert old in source, f"the reference answer of {name} no longer contains {old!r}; update this test"
-    return define(source.replace(old, new), name)
-
-
-def failure_messages(report) -> str:
-    assert not report.passed and not report.not_solved, str(report)
-    return "\n".join(r.message for r in report.results if not r.passed)
 
 
 def case_message(report, case_start: str) -> str:
@@ -63,32 +21,6 @@ def case_message(report, case_start: str) -> str:
     [result] = [r for r in report.results if r.name.startswith(case_start)]
     assert not result.passed, str(report)
     return result.message
-
-
-def test_every_exercise_has_an_answer_cell():
-    assert set(ANSWERS) == set(EXERCISES.values())
-
-
-@pytest.mark.parametrize("exercise_id, name", EXERCISES.items())
-def test_reference_answer_passes(exercise_id, name):
-    report = run_check(exercise_id, reference(name))
-    assert report.passed, str(report)
-    assert report.score == report.points >= 2
-
-
-@pytest.mark.parametrize("exercise_id, name", EXERCISES.items())
-def test_stub_is_not_solved(exercise_id, name):
-    stub = define(stub_source(ANSWERS[name], exercise_id), name)
-    report = run_check(exercise_id, stub)
-    assert report.not_solved and not report.passed and report.score == 0
-
-
-@pytest.mark.parametrize("exercise_id", EXERCISES)
-def test_exercise_is_described_with_points_and_three_hints(exercise_id):
-    report = run_check(exercise_id, None)  # not a function: the shape check answers before any case runs
-    exercise = report.exercise
-    assert 2 <= exercise.points <= 4 and len(exercise.hints) == 3 and len(exercise.cases) >= 3
-    assert "expects" in report.results[0].message
 
 
 # --- 01.1 build_request -----------------------------------------------------------------------------------------------
@@ -210,7 +142,7 @@ def test_read_response_with_a_single_recv_fails_on_trickled_bytes():
 
 
 def test_read_response_ignoring_a_missing_content_length_loses_the_body():
-    answer = variant("read_response", "        while chunk := sock.recv(4096):\n            body += chunk\n", "")
+    answer = variant("read_response", ("        while chunk := sock.recv(4096):\n            body += chunk\n", ""))
     assert "read until recv() returns" in failure_messages(run_check("01.3", answer))
 
 
@@ -233,11 +165,11 @@ def test_read_response_splitting_at_every_empty_line_cuts_a_body_that_has_one():
 
 
 def test_read_response_that_keeps_reading_after_an_early_close_is_stopped_and_told():
-    answer = variant("read_response", """        chunk = sock.recv(length - len(body))
+    answer = variant("read_response", ("""        chunk = sock.recv(length - len(body))
         if not chunk:
             raise ConnectionError(f"the connection closed after {len(body)} of {length} body bytes")
         body += chunk
-""", "        body += sock.recv(length - len(body))\n")
+""", "        body += sock.recv(length - len(body))\n"))
     started = time.monotonic()
     report = run_check("01.3", answer)
     assert time.monotonic() - started < 20 and not any(r.timed_out for r in report.results), str(report)
@@ -248,76 +180,76 @@ def test_read_response_that_keeps_reading_after_an_early_close_is_stopped_and_to
 
 
 def test_read_response_raising_another_exception_on_an_early_close_is_told_which_one():
-    answer = variant("read_response", "raise ConnectionError(", "raise ValueError(")
+    answer = variant("read_response", ("raise ConnectionError(", "raise ValueError("))
     message = case_message(run_check("01.3", answer), "the server closes in the middle")
     assert "raise ConnectionError, as the task asks; yours raised ValueError" in message
 
 
 def test_read_response_returning_a_short_body_on_an_early_close_fails():
-    answer = variant("read_response", 'raise ConnectionError(f"the connection closed after', 'break  # (f"')
+    answer = variant("read_response", ('raise ConnectionError(f"the connection closed after', 'break  # (f"'))
     message = case_message(run_check("01.3", answer), "the server closes in the middle")
     assert "raise ConnectionError instead of returning a result" in message
 
 
 def test_read_response_looking_up_content_length_case_sensitively_is_told_why_it_waits():
-    answer = variant("read_response", 'name.lower() == "content-length"', 'name == "Content-Length"')
+    answer = variant("read_response", ('name.lower() == "content-length"', 'name == "Content-Length"'))
     message = case_message(run_check("01.3", answer), "uvicorn keeps the connection open")
     assert "header names are case-insensitive; uvicorn sends them lower-case" in message.lower()
 
 
 def test_read_response_returning_the_status_as_str_fails():
-    answer = variant("read_response", 'status = int(status_line.split(" ")[1])', 'status = status_line.split(" ")[1]')
+    answer = variant("read_response", ('status = int(status_line.split(" ")[1])', 'status = status_line.split(" ")[1]'))
     assert "must be an int" in failure_messages(run_check("01.3", answer))
 
 
 def test_read_response_keeping_the_space_after_the_colon_fails():
-    answer = variant("read_response", "(name, value.strip())", "(name, value)")
+    answer = variant("read_response", ("(name, value.strip())", "(name, value)"))
     assert "X-Lesson" in failure_messages(run_check("01.3", answer))
 
 
 # --- 01.4 serve_keep_alive --------------------------------------------------------------------------------------------
 
 def test_one_request_per_connection_fails():
-    answer = variant("serve_keep_alive", "while (request := parse_request(rfile)) is not None:",
-                     "if (request := parse_request(rfile)) is not None:")
+    answer = variant("serve_keep_alive", ("while (request := parse_request(rfile)) is not None:",
+                     "if (request := parse_request(rfile)) is not None:"))
     messages = failure_messages(run_check("01.4", answer))
     assert "closed without a response" in messages
     assert "no longer accepts connections" in messages  # its `break` now leaves the accept loop
 
 
 def test_not_skipping_the_body_fails():
-    answer = variant("serve_keep_alive", "rfile.read(int(length))", "int(length)")
+    answer = variant("serve_keep_alive", ("rfile.read(int(length))", "int(length)"))
     assert "read and discard the POST's body" in failure_messages(run_check("01.4", answer))
 
 
 def test_ignoring_connection_close_fails():
-    answer = variant("serve_keep_alive", "                    if not request.keep_alive:\n                        break\n",
-                     "")
+    answer = variant("serve_keep_alive", ("                    if not request.keep_alive:\n                        break\n",
+                     ""))
     assert "close the connection after the response" in failure_messages(run_check("01.4", answer))
 
 
 def test_closing_conn_but_not_its_makefile_is_told_that_the_file_keeps_it_open():
-    answer = variant("serve_keep_alive", 'with conn, conn.makefile("rb") as rfile:',
-                     'rfile = conn.makefile("rb")\n        with conn:')  # the file stays open after `with conn`
+    answer = variant("serve_keep_alive", ('with conn, conn.makefile("rb") as rfile:',
+                     'rfile = conn.makefile("rb")\n        with conn:'))  # the file stays open after `with conn`
     message = case_message(run_check("01.4", answer), "Connection: close")
     assert "the client asked to close" in message
     assert "a file from conn.makefile() keeps the socket open until it is closed too" in message
 
 
 def test_a_thread_killed_by_a_timeout_is_told_to_close_quietly_not_to_answer_400():
-    answer = variant("serve_keep_alive", "            except OSError:\n                pass", "")
+    answer = variant("serve_keep_alive", ("            except OSError:\n                pass", ""))
     message = case_message(run_check("01.4", answer), "a client that connects and stays silent")
     assert "crashed with TimeoutError" in message and "close that connection quietly" in message
     assert "400" not in message
 
 
 def test_crashing_on_a_bad_content_length_is_reported():
-    answer = variant("serve_keep_alive", "if not length.isdigit():", "if False:")
+    answer = variant("serve_keep_alive", ("if not length.isdigit():", "if False:"))
     assert "crashed with ValueError" in failure_messages(run_check("01.4", answer))
 
 
 def test_no_timeout_lets_a_silent_client_block_everyone():
-    answer = variant("serve_keep_alive", "conn.settimeout(1.0)", "conn.settimeout(None)")
+    answer = variant("serve_keep_alive", ("conn.settimeout(1.0)", "conn.settimeout(None)"))
     assert "conn.settimeout(1)" in failure_messages(run_check("01.4", answer))
 
 

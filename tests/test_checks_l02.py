@@ -6,94 +6,38 @@ import ast
 import sys
 import threading
 import time
-from pathlib import Path
 
 import nbformat
 import pytest
 
 from gatewaylab import servers
-from gatewaylab.build import stub_source
 from gatewaylab.checks import l02_wsgi
 from gatewaylab.grading import CaseFailed, run_check
+from solution_answers import ROOT, SolutionNotebook, failure_messages
 
-ROOT = Path(__file__).resolve().parents[1]
-SOLUTIONS = ROOT / "solutions" / "02_wsgi_the_interface.ipynb"
+NOTEBOOK = SolutionNotebook("02_wsgi_the_interface.ipynb")
+reference, variant = NOTEBOOK.reference, NOTEBOOK.variant
 LESSON = ROOT / "notebooks" / "02_wsgi_the_interface.ipynb"
 EXERCISES = {"02.1": "hello_app", "02.2": "echo_form", "02.3": "countdown", "02.4": "timing_middleware",
              "02.5": "error_catcher"}
 
-def _definitions(path: Path, marker: str | None = None, *, whole_cell: bool) -> dict[str, str]:
-    """A notebook's functions by name: the source of the code cell defining each (only cells containing ``marker``,
-    if given), or with ``whole_cell=False`` the function's own source without the demo code around it."""
+def _lesson_functions() -> dict[str, str]:
+    """The lesson notebook's functions by name, each its own source without the demo code around it."""
     found = {}
-    for cell in nbformat.read(path, as_version=4).cells:
-        if cell.cell_type == "code" and (marker is None or marker in cell.source):
+    for cell in nbformat.read(LESSON, as_version=4).cells:
+        if cell.cell_type == "code":
             for node in ast.parse(cell.source).body:
                 if isinstance(node, ast.FunctionDef):
-                    found[node.name] = cell.source if whole_cell else ast.get_source_segment(cell.source, node)
+                    found[node.name] = ast.get_source_segment(cell.source, node)
     return found
 
 
-ANSWERS = _definitions(SOLUTIONS, "### BEGIN SOLUTION", whole_cell=True)
-LESSON_FUNCTIONS = _definitions(LESSON, whole_cell=False)
-
-
-def define(source: str, name: str, preamble: str = ""):
-    """Run a cell's source in a fresh namespace, as a kernel would; return the function ``name``."""
-    namespace = {}
-    exec(compile(preamble + source, f"<cell defining {name}>", "exec"), namespace)
-    return namespace[name]
-
-
-def reference(name: str):
-    return define(ANSWERS[name], name)
-
-
-def variant(name: str, *replacements: tuple[str, str]):
-    """The reference answer with mistakes put in: each ``old`` (which must be in it) replaced by ``new``."""
-    source = ANSWERS[name]
-    for old, new in replacements:
-        assert old in source, f"the reference answer of {name} no longer contains {old!r}; update this test"
-        source = source.replace(old, new)
-    return define(source, name)
+LESSON_FUNCTIONS = _lesson_functions()
 
 
 def from_lesson(name: str):
-    """A function the lesson notebook defines (its cells rely on the lesson's first cell for imports)."""
-    return define(LESSON_FUNCTIONS[name], name, preamble="import sys, time, traceback\n")
-
-
-def failure_messages(report) -> str:
-    assert not report.passed and not report.not_solved, str(report)
-    return "\n".join(r.message for r in report.results if not r.passed)
-
-
-# --- every exercise -----------------------------------------------------------------------------------------------------
-
-def test_every_exercise_has_an_answer_cell():
-    assert set(EXERCISES.values()) <= set(ANSWERS)
-
-
-@pytest.mark.parametrize("exercise_id, name", EXERCISES.items())
-def test_reference_answer_passes(exercise_id, name):
-    report = run_check(exercise_id, reference(name))
-    assert report.passed, str(report)
-    assert report.score == report.points >= 2
-
-
-@pytest.mark.parametrize("exercise_id, name", EXERCISES.items())
-def test_stub_is_not_solved(exercise_id, name):
-    stub = define(stub_source(ANSWERS[name], exercise_id), name)
-    report = run_check(exercise_id, stub)
-    assert report.not_solved and not report.passed and report.score == 0
-
-
-@pytest.mark.parametrize("exercise_id", EXERCISES)
-def test_exercise_has_points_three_hints_and_cases(exercise_id):
-    report = run_check(exercise_id, "not a function")
-    exercise = report.exercise
-    assert 2 <= exercise.points <= 4 and len(exercise.hints) == 3 and len(exercise.cases) >= 3
-    assert "expects" in report.results[0].message
+    """A function the lesson notebook defines (its cells rely on the lesson's first cell for these imports)."""
+    return NOTEBOOK.define("import sys, time, traceback\n" + LESSON_FUNCTIONS[name], name)
 
 
 def test_checks_leave_no_server_or_thread_running():

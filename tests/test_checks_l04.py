@@ -2,23 +2,20 @@
 (the mistakes learners make) fail with a message that says what to fix. The server-loop checks measure real servers,
 so these tests do too."""
 
-import ast
 import socket
 import threading
 import time
 from pathlib import Path
 
-import nbformat
 import pytest
 
-from gatewaylab.build import stub_source
 from gatewaylab.grading import run_check
+from solution_answers import SolutionNotebook, failure_messages
 from gatewaylab.load import LoadResult, RequestRecord
 from gatewaylab.servers import running
 
-ROOT = Path(__file__).resolve().parents[1]
-SOLUTIONS = ROOT / "solutions" / "04_wsgi_and_concurrency.ipynb"
-EXERCISES = {"04.1": "threaded_server", "04.2": "pooled_server", "04.3": "predict_wall_time", "04.4": "idle_gaps"}
+NOTEBOOK = SolutionNotebook("04_wsgi_and_concurrency.ipynb")
+reference, variant = NOTEBOOK.reference, NOTEBOOK.variant
 
 pytestmark = [
     pytest.mark.xdist_group("l04-checks"),  # timing checks: not beside each other on the same cores
@@ -27,47 +24,9 @@ pytestmark = [
 ]
 
 
-def _notebook_code() -> tuple[str, dict[str, str]]:
-    """The solutions notebook's setup cell, and each answer cell's source by the name of the function it defines."""
-    cells = [c.source for c in nbformat.read(SOLUTIONS, as_version=4).cells if c.cell_type == "code"]
-    answers = {}
-    for source in cells:
-        if "### BEGIN SOLUTION" in source:
-            names = [n.name for n in ast.parse(source).body if isinstance(n, ast.FunctionDef)]
-            answers[names[0]] = source
-    return cells[0], answers
-
-
-SETUP, ANSWERS = _notebook_code()
-
-
-def define(source: str, name: str):
-    """Run the setup cell and `source` in a fresh namespace, as a kernel would; return the function `name`."""
-    namespace = {}
-    exec(compile(SETUP, "<setup cell>", "exec"), namespace)
-    exec(compile(source, f"<answer cell {name}>", "exec"), namespace)
-    return namespace[name]
-
-
-def reference(name: str):
-    return define(ANSWERS[name], name)
-
-
-def variant(name: str, old: str, new: str):
-    """The reference answer with one mistake put in: `old` (which must be in it) replaced by `new`."""
-    source = ANSWERS[name]
-    assert old in source, f"the reference answer of {name} no longer contains {old!r}; update this test"
-    return define(source.replace(old, new), name)
-
-
 def wrong(source: str, name: str):
     """A wrong answer written out in full, defined after the setup cell."""
-    return define(source, name)
-
-
-def failure_messages(report) -> str:
-    assert not report.passed and not report.not_solved, str(report)
-    return "\n".join(r.message for r in report.results if not r.passed)
+    return NOTEBOOK.define(source, name)
 
 
 @pytest.fixture(autouse=True)
@@ -81,34 +40,6 @@ def nothing_left_running():
         time.sleep(0.05)
     assert not set(threading.enumerate()) - before, threading.enumerate()
 
-
-def test_every_exercise_has_an_answer_cell():
-    assert set(ANSWERS) == set(EXERCISES.values())
-
-
-@pytest.mark.parametrize("exercise_id, name", EXERCISES.items())
-def test_reference_answer_passes(exercise_id, name):
-    report = run_check(exercise_id, reference(name))
-    assert report.passed, str(report)
-    assert report.score == report.points >= 3
-
-
-@pytest.mark.parametrize("exercise_id, name", EXERCISES.items())
-def test_stub_is_not_solved(exercise_id, name):
-    stub = define(stub_source(ANSWERS[name], exercise_id), name)
-    report = run_check(exercise_id, stub)
-    assert report.not_solved and not report.passed and report.score == 0
-
-
-@pytest.mark.parametrize("exercise_id", EXERCISES)
-def test_exercise_is_described_with_points_and_three_hints(exercise_id):
-    report = run_check(exercise_id, None)  # not a function: the shape check answers before any case runs
-    exercise = report.exercise
-    assert 3 <= exercise.points <= 4 and len(exercise.hints) == 3 and len(exercise.cases) >= 3
-    assert "expects" in report.results[0].message
-
-
-# --- 04.1 threaded_server ---------------------------------------------------------------------------------------------
 
 def test_handling_in_the_accept_loop_is_sequential_and_fails():
     answer = wrong('''
@@ -127,8 +58,8 @@ def threaded_server(listener, handle):
 
 
 def test_joining_each_thread_is_sequential_too():
-    answer = variant("threaded_server", "threading.Thread(target=serve_and_close, args=(conn,), daemon=True).start()",
-                     "worker = threading.Thread(target=serve_and_close, args=(conn,)); worker.start(); worker.join()")
+    answer = variant("threaded_server", ("threading.Thread(target=serve_and_close, args=(conn,), daemon=True).start()",
+                     "worker = threading.Thread(target=serve_and_close, args=(conn,)); worker.start(); worker.join()"))
     assert "one at a time" in failure_messages(run_check("04.1", answer))
 
 
@@ -189,12 +120,12 @@ def pooled_server(listener, handle, pool_size):
 
 
 def test_a_pool_of_one_is_sequential():
-    answer = variant("pooled_server", "ThreadPoolExecutor(max_workers=pool_size)", "ThreadPoolExecutor(max_workers=1)")
+    answer = variant("pooled_server", ("ThreadPoolExecutor(max_workers=pool_size)", "ThreadPoolExecutor(max_workers=1)"))
     assert "only 1 handle() call(s) ran at the same time" in failure_messages(run_check("04.2", answer))
 
 
 def test_a_pool_size_written_in_is_caught_by_another_size():
-    answer = variant("pooled_server", "ThreadPoolExecutor(max_workers=pool_size)", "ThreadPoolExecutor(max_workers=2)")
+    answer = variant("pooled_server", ("ThreadPoolExecutor(max_workers=pool_size)", "ThreadPoolExecutor(max_workers=2)"))
     report = run_check("04.2", answer)
     assert report.results[0].passed  # the first case uses a pool of 2 ...
     assert "pool_size=3" in report.results[1].message  # ... the second a pool of 3
@@ -246,12 +177,12 @@ def pooled_server(listener, handle, pool_size):
 # --- 04.3 predict_wall_time -------------------------------------------------------------------------------------------
 
 def test_a_pool_without_ceil_fails():
-    answer = variant("predict_wall_time", "math.ceil(clients / pool) * delay", "clients / pool * delay")
+    answer = variant("predict_wall_time", ("math.ceil(clients / pool) * delay", "clients / pool * delay"))
     assert "predict_wall_time('pool', 5, 0.2, pool=2)" in failure_messages(run_check("04.3", answer))
 
 
 def test_a_model_in_milliseconds_fails():
-    answer = variant("predict_wall_time", "return clients * delay", "return clients * delay * 1000")
+    answer = variant("predict_wall_time", ("return clients * delay", "return clients * delay * 1000"))
     report = run_check("04.3", answer)
     assert not report.results[0].passed and report.results[0].expected == "5.0"
     live = [r for r in report.results if "real servers" in r.name][0]
@@ -259,7 +190,7 @@ def test_a_model_in_milliseconds_fails():
 
 
 def test_threads_modelled_as_sequential_fail():
-    answer = variant("predict_wall_time", "return float(delay)", "return clients * delay")
+    answer = variant("predict_wall_time", ("return float(delay)", "return clients * delay"))
     assert "predict_wall_time('threaded', 10, 0.5, pool=None)" in failure_messages(run_check("04.3", answer))
 
 
@@ -277,42 +208,42 @@ def predict_wall_time(kind, clients, delay, pool=None):
 
 
 def test_a_model_raising_the_wrong_exception_is_told_which_one():
-    answer = variant("predict_wall_time", 'raise ValueError(f"a pool needs', 'raise TypeError(f"a pool needs')
+    answer = variant("predict_wall_time", ('raise ValueError(f"a pool needs', 'raise TypeError(f"a pool needs'))
     assert "should raise ValueError" in failure_messages(run_check("04.3", answer))
 
 
 # --- 04.4 idle_gaps ---------------------------------------------------------------------------------------------------
 
 def test_idle_gaps_in_the_order_sent_fails():
-    answer = variant("idle_gaps", "ends = sorted(record.end", "ends = list(record.end")
+    answer = variant("idle_gaps", ("ends = sorted(record.end", "ends = list(record.end"))
     assert "made-up run" in failure_messages(run_check("04.4", answer))
 
 
 def test_idle_gaps_counting_failed_requests_fails():
-    answer = variant("idle_gaps", " if record.status is not None", "")
+    answer = variant("idle_gaps", (" if record.status is not None", ""))
     report = run_check("04.4", answer)
     assert not report.results[0].passed and report.results[0].got == "[(0.0, 0.75)]"
 
 
 def test_idle_gaps_starting_at_the_first_answer_misses_the_first_gap():
-    answer = variant("idle_gaps", "gaps, previous = [], 0.0", "gaps, previous = [], ends[0]")
+    answer = variant("idle_gaps", ("gaps, previous = [], 0.0", "gaps, previous = [], ends[0]"))
     assert not run_check("04.4", answer).results[0].passed
 
 
 def test_idle_gaps_with_greater_or_equal_fails():
-    answer = variant("idle_gaps", "end - previous > longer_than", "end - previous >= longer_than")
+    answer = variant("idle_gaps", ("end - previous > longer_than", "end - previous >= longer_than"))
     report = run_check("04.4", answer)
     assert not report.results[1].passed  # steady ends every 0.25 s are not gaps of "more than" 0.25 s
     assert "(1.75, 2.25)" in report.results[0].got  # nor is a gap of exactly 0.5 s
 
 
 def test_idle_gaps_from_start_times_fails():
-    answer = variant("idle_gaps", "sorted(record.end for", "sorted(record.start for")
+    answer = variant("idle_gaps", ("sorted(record.end for", "sorted(record.start for"))
     assert not run_check("04.4", answer).results[0].passed
 
 
 def test_idle_gaps_as_lists_are_told_the_type():
-    answer = variant("idle_gaps", "gaps.append((previous, end))", "gaps.append([previous, end])")
+    answer = variant("idle_gaps", ("gaps.append((previous, end))", "gaps.append([previous, end])"))
     report = run_check("04.4", answer)
     assert "not what was expected" in report.results[0].message and "[[0.0, 0.75]" in report.results[0].got
 
