@@ -54,6 +54,8 @@ __all__ = [
     "check",
     "hint",
     "hint_widget",
+    "is_stub",
+    "stop_thread",
 ]
 
 # Marks "no expected/got value given", since None is a value a check may well expect.
@@ -312,7 +314,7 @@ class _CaseTimedOut(BaseException):
     learner's code does not swallow it."""
 
 
-def _stop_thread(thread: threading.Thread, grace: float = 1.0) -> None:
+def stop_thread(thread: threading.Thread, grace: float = 1.0) -> None:
     """Raise _CaseTimedOut in ``thread`` until it ends or ``grace`` seconds pass.
 
     Raising it repeatedly gets a loop out of a ``try: ... except: pass`` in its body: sooner or later the exception
@@ -371,7 +373,7 @@ def _code_objects(answer: Any):
         stack.extend(c for c in code.co_consts if inspect.iscode(c))
 
 
-def _is_stub(answer: Any) -> bool:
+def is_stub(answer: Any) -> bool:
     """True when the answer still contains the build's ``raise NotImplementedError("... replace this line ...")``."""
     return any(isinstance(c, str) and STUB_MARKER in c for code in _code_objects(answer) for c in code.co_consts)
 
@@ -417,10 +419,10 @@ def _run_case(exercise: Exercise, case: Case, answer: Any) -> CaseResult:
     try:
         worker.join(limit)
     except KeyboardInterrupt:  # the learner pressed "interrupt": stop their code too, not only the wait for it
-        _stop_thread(worker)
+        stop_thread(worker)
         raise
     if worker.is_alive() or "error" not in outcome:
-        _stop_thread(worker)
+        stop_thread(worker)
         message = f"did not finish within {limit:g} s — {TIMEOUT_ADVICE}"
         if worker.is_alive():
             message += (" (it is still running in the background: it may be blocked in a call such as recv() that "
@@ -447,7 +449,7 @@ def run_check(exercise_id: str, answer: Any) -> Report:
     problem = _shape_problem(exercise, answer)
     if problem is not None:
         return Report(exercise, [CaseResult("your answer", False, problem)])
-    if _is_stub(answer):
+    if is_stub(answer):
         return Report(exercise, [CaseResult(
             "your answer", False,
             "not solved yet: replace the `raise NotImplementedError(...)` line with your code", stub=True)],

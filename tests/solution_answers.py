@@ -37,9 +37,14 @@ class SolutionNotebook:
                 self.exercises[exercise_id] = name
 
     def define(self, source: str, name: str):
-        """Run the setup cell, then `source`, in a fresh namespace; return what `name` is bound to."""
+        """Run, in a fresh namespace, what a kernel would have run by then: the setup cell and the answer cells above the
+        one defining `name` (a later answer may use an earlier one), then `source`; return what `name` is bound to."""
         namespace: dict = {}
         exec(compile(self.setup, f"<{self.path.name}: setup cell>", "exec"), namespace)
+        for earlier, earlier_source in self.answers.items():
+            if earlier == name:
+                break
+            exec(compile(earlier_source, f"<{self.path.name}: cell defining {earlier}>", "exec"), namespace)
         exec(compile(source, f"<{self.path.name}: cell defining {name}>", "exec"), namespace)
         return namespace[name]
 
