@@ -1,6 +1,7 @@
 """gatewaylab.servers: start, stop, restart under the same name, and leave nothing behind."""
 
 import asyncio
+import random
 import socket
 import sys
 import textwrap
@@ -168,9 +169,20 @@ def run_cell(kernel_client, code):
 outputs = []
 
 
+def fixed_port() -> int:
+    """A free port below the ephemeral range, like the 8000 a learner would type. (A port the OS hands out can be taken,
+    between two re-runs, as the source port of one of the many client connections other tests make in parallel.)"""
+    lowest_ephemeral = int(open("/proc/sys/net/ipv4/ip_local_port_range").read().split()[0])
+    for port in random.sample(range(20000, min(lowest_ephemeral, 30000)), 200):
+        if port_is_free(port):
+            return port
+    raise RuntimeError("no free port below the ephemeral range")
+
+
 @pytest.mark.slow
 def test_rerunning_a_server_cell_20_times_and_restarting_the_kernel_leaves_nothing_behind():
-    port, aport = servers.free_port(), servers.free_port()
+    port, aport = fixed_port(), fixed_port()
+    assert port != aport
     cell = RERUN_CELL.replace("APORT", str(aport)).replace("PORT", str(port))
     manager, client = start_new_kernel(kernel_name="python3")
     try:
@@ -178,8 +190,9 @@ def test_rerunning_a_server_cell_20_times_and_restarting_the_kernel_leaves_nothi
         for _ in range(20):
             outputs.clear()
             run_cell(client, cell)
-            printed = [m["content"]["text"] for m in outputs if m["msg_type"] == "stream"]
-            thread_counts.append(int(printed[-1]))
+            # One print() can arrive as several stream messages ("12", then "\n"): join them before reading.
+            printed = "".join(m["content"]["text"] for m in outputs if m["msg_type"] == "stream")
+            thread_counts.append(int(printed.split()[-1]))
         assert len(set(thread_counts)) == 1, f"threads grew across re-runs: {thread_counts}"
         assert not port_is_free(port) and not port_is_free(aport)
         manager.restart_kernel(now=False)  # a polite restart, as JupyterLab's "Restart Kernel" does
