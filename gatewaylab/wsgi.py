@@ -20,6 +20,7 @@ import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from typing import NamedTuple
 from urllib.parse import unquote_to_bytes
 
 from gatewaylab.http1 import MAX_HEADERS, MAX_LINE, HTTPError, check_field, error_response, parse_request
@@ -229,23 +230,80 @@ def check_headers(headers):
             raise AssertionError(f"hop-by-hop header {name!r} is not allowed: the server manages the connection")
 
 
+class Framing(NamedTuple):
+    """How one response's body goes on the wire; decided when its headers go out."""
+    headers: list  # what the server adds to the app's headers: Content-Length, Transfer-Encoding, Connection
+    has_body: bool  # False for HEAD, 1xx, 204 and 304
+    chunked: bool  # the body goes in chunks (HTTP/1.1, length unknown)
+    limit: int | None  # the app's Content-Length: never send more; None: no limit
+    keep_alive: bool  # may the connection carry another request after this response?
+
+
+def choose_framing(method, version, status, headers, body_length, keep_alive):
+    """How the client will know where the body ends (RFC 9112 section 6), and whether the connection stays open.
+    body_length is the whole body's length, when the server knows it; keep_alive says whether the client and the
+    server would both keep the connection."""
+    code = int(status[:3])
+    declared = [value for name, value in headers if name.lower() == "content-length"]
+    has_body = method != "HEAD" and code >= 200 and code not in (204, 304)
+    added, chunked, limit = [], False, None
+    if declared:
+        if len(declared) > 1 or not declared[0].isdigit():
+            raise AssertionError(f"invalid Content-Length {declared}")
+        limit = int(declared[0]) if has_body else None
+    elif not has_body:
+        pass  # nothing to measure
+    elif body_length is not None:
+        added.append(("Content-Length", str(body_length)))
+    elif version == "HTTP/1.1":
+        added.append(("Transfer-Encoding", "chunked"))
+        chunked = True
+    else:
+        keep_alive = False  # HTTP/1.0 has no chunks: the body ends when the connection closes
+    if not keep_alive:
+        added.append(("Connection", "close"))
+    elif version == "HTTP/1.0":
+        added.append(("Connection", "keep-alive"))  # HTTP/1.0 closes unless told otherwise
+    return Framing(added, has_body, chunked, limit, keep_alive)
+
+
+def build_head(status, headers):
+    """The status line and the header block, with Date and Server added unless the headers have them."""
+    names = {name.lower() for name, _ in headers}
+    if "date" not in names:
+        headers = headers + [("Date", email.utils.formatdate(usegmt=True))]  # RFC 9110 6.6.1: servers send one
+    if "server" not in names:
+        headers = headers + [("Server", "gatewaylab")]
+    lines = [f"HTTP/1.1 {status}\r\n"] + [f"{name}: {value}\r\n" for name, value in headers] + ["\r\n"]
+    return "".join(lines).encode("latin-1")
+
+
+def send_bytes(sock, data):
+    """sock.sendall(data), where a client that has gone away raises ClientDisconnected."""
+    if not data:
+        return
+    try:
+        sock.sendall(data)
+    except OSError as error:  # reset, broken pipe, or a client that stopped reading for `timeout` seconds
+        raise ClientDisconnected(str(error)) from error
+
+
 class Response:
-    """One response: the app's start_response() and write(), and how the body goes on the wire.
+    """One response: the app's start_response() and write(), and its body on the way to the client.
 
     Nothing is sent before the body's first bytes (PEP 3333): until then the app may still change its mind.
     """
 
     def __init__(self, sock, request, server_allows_keep_alive):
-        self.sock = sock
-        self.request = request
+        self.sock, self.request = sock, request
         self.server_allows_keep_alive = server_allows_keep_alive  # asked when the headers go out
-        self.keep_alive = False  # may the connection carry another request after this response?
-        self.status = None  # "200 OK", from start_response
-        self.headers = []  # [(name, value)], from start_response
-        self.headers_sent = False
-        self.has_body = True  # False for HEAD, 1xx, 204 and 304
-        self.chunked = False  # the body goes in chunks (HTTP/1.1, length unknown)
+        self.status, self.headers = None, []  # from start_response: "200 OK", [(name, value)]
+        self.framing = None  # a Framing, from the moment the headers go out
         self.remaining = None  # bytes the app's Content-Length still allows; None: no limit
+
+    @property
+    def headers_sent(self):
+        return self.framing is not None
 
     def start_response(self, status, headers, exc_info=None):
         if exc_info is not None:
@@ -273,75 +331,35 @@ class Response:
         if self.status is None:
             raise AssertionError("the body started before start_response() was called")
         head = b"" if self.headers_sent else self.head(body_length)
-        self.sendall(head + self.frame(data))
+        send_bytes(self.sock, head + self.frame(data))
 
     def finish(self):
         """End the response. Returns True if the connection may carry another request."""
         if self.status is None:
             raise AssertionError("the application returned without calling start_response()")
         head = b"" if self.headers_sent else self.head(body_length=0)
-        self.sendall(head + (b"0\r\n\r\n" if self.chunked else b""))
+        send_bytes(self.sock, head + (b"0\r\n\r\n" if self.framing.chunked else b""))
         # A body shorter than its Content-Length leaves the client waiting for the rest: only closing ends that.
-        return self.keep_alive and not self.remaining
-
-    def framing(self, body_length):
-        """The headers that tell the client where the body ends (RFC 9112 section 6), and whether the connection
-        stays open. body_length is the whole body's length, when the server knows it."""
-        code = int(self.status[:3])
-        declared = [value for name, value in self.headers if name.lower() == "content-length"]
-        self.has_body = self.request.method != "HEAD" and code >= 200 and code not in (204, 304)
-        self.keep_alive = self.request.keep_alive and self.server_allows_keep_alive()
-        added = []
-        if declared:
-            if len(declared) > 1 or not declared[0].isdigit():
-                raise AssertionError(f"invalid Content-Length {declared}")
-            self.remaining = int(declared[0]) if self.has_body else None
-        elif not self.has_body:
-            pass  # nothing to measure
-        elif body_length is not None:
-            added.append(("Content-Length", str(body_length)))
-        elif self.request.version == "HTTP/1.1":
-            added.append(("Transfer-Encoding", "chunked"))
-            self.chunked = True
-        else:
-            self.keep_alive = False  # HTTP/1.0 has no chunks: the body ends when the connection closes
-        if not self.keep_alive:
-            added.append(("Connection", "close"))
-        elif self.request.version == "HTTP/1.0":
-            added.append(("Connection", "keep-alive"))  # HTTP/1.0 closes unless told otherwise
-        return added
+        return self.framing.keep_alive and not self.remaining
 
     def head(self, body_length):
-        """The status line and headers: the app's, the framing, and Date and Server unless the app gave them."""
-        headers = self.headers + self.framing(body_length)
-        names = {name.lower() for name, _ in self.headers}
-        if "date" not in names:
-            headers.append(("Date", email.utils.formatdate(usegmt=True)))  # RFC 9110 6.6.1: servers send one
-        if "server" not in names:
-            headers.append(("Server", "gatewaylab"))
-        lines = [f"HTTP/1.1 {self.status}\r\n"] + [f"{name}: {value}\r\n" for name, value in headers] + ["\r\n"]
-        head = "".join(lines).encode("latin-1")
-        self.headers_sent = True
-        return head
+        """Fix the framing, now that the headers go out, and return them as bytes."""
+        keep_alive = self.request.keep_alive and self.server_allows_keep_alive()
+        framing = choose_framing(self.request.method, self.request.version, self.status, self.headers, body_length,
+                                 keep_alive)
+        self.framing, self.remaining = framing, framing.limit
+        return build_head(self.status, self.headers + framing.headers)
 
     def frame(self, data):
         """A piece of the body as it goes on the wire: cut to the declared length, or wrapped as one chunk."""
-        if not self.has_body:
+        if not self.framing.has_body:
             return b""
         if self.remaining is not None:
             data = data[:self.remaining]  # never more than the app's Content-Length
             self.remaining -= len(data)
-        if self.chunked and data:
+        if self.framing.chunked and data:
             return b"%x\r\n%s\r\n" % (len(data), data)
         return data
-
-    def sendall(self, data):
-        if not data:
-            return
-        try:
-            self.sock.sendall(data)
-        except OSError as error:  # reset, broken pipe, or a client that stopped reading for `timeout` seconds
-            raise ClientDisconnected(str(error)) from error
 
 
 # --- Running the app ----------------------------------------------------------------------------------------------
@@ -457,20 +475,101 @@ class Connections:
                     pass  # the client has closed it already
 
 
+def nobody_waiting(server):
+    """May a connection stay open after its response? Not if another client waits for this thread (or the server is
+    stopping): one idle keep-alive client must not hold the server, or a worker, while others queue."""
+    if server.connections.stopping:
+        return False
+    if server.threads == 1:
+        return not any(key.fileobj is server.socket for key, _ in server.selector.select(0))  # none in the backlog
+    return server.connections.queued == 0
+
+
+def read_request(rfile):
+    """The next request on a connection, or None if there is none: the client closed the connection, or stayed
+    silent for the whole timeout. A client that stops half-way through a request head gets 408, as in lesson 01."""
+    try:
+        if not rfile.peek(1):  # wait for the request's first byte: until it comes, the connection is idle
+            return None
+    except TimeoutError:
+        return None  # an idle keep-alive connection is closed without a word, as clients expect
+    try:
+        return parse_request(rfile)
+    except TimeoutError:
+        raise HTTPError(408, "the request head did not arrive in time") from None
+
+
+def handle_request(server, request, rfile, sock, client_address):
+    """Answer one request with server.app. Returns True if the connection may carry another one."""
+    body, length = open_body(request, rfile, sock, server.max_body)
+    environ = make_environ(request, body, length, server.server_address, client_address, server.threads > 1)
+    response = Response(sock, request, server_allows_keep_alive=lambda: nobody_waiting(server))
+    try:
+        keep_alive = run_app(server.app, environ, response)
+    except ClientDisconnected:
+        return False
+    except Exception:
+        log.exception("error in the application, for %s %s", request.method, request.target)
+        if not response.headers_sent:
+            send_error(sock, HTTPError(500, "the application failed"))
+        # After the headers, closing is the only way to tell the client: it sees a body cut short.
+        return False
+    if keep_alive:
+        # Read what the app left of the body, or it would be taken for the next request (at most max_body bytes).
+        while body.read(65536):
+            pass
+    return keep_alive
+
+
+def serve_connection(server, sock, client_address, queued=False):
+    """Serve the requests of one connection, one after another, until either side closes it."""
+    sock.settimeout(server.timeout)  # a silent client, idle or half-way through a request, is dropped
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # send small responses now, not 40 ms later
+    rfile = sock.makefile("rb")
+    server.connections.open(sock, queued)
+    try:
+        while server.connections.wait_for_request(sock):
+            request = read_request(rfile)
+            server.connections.busy(sock)
+            if request is None:
+                break  # the client closed the connection, or never began another request
+            if not handle_request(server, request, rfile, sock, client_address):
+                if request.keep_alive:
+                    close_gently(sock)  # the client may have sent its next request already
+                break
+    except HTTPError as error:
+        # A malformed or stalled request. After an answer we close: we can't tell where the next request would begin.
+        send_error(sock, error)
+        close_gently(sock)
+    except OSError:
+        pass  # the client closed or reset the connection, or went silent in the middle of a request body
+    except Exception:
+        log.exception("error while serving %s:%s", *client_address[:2])  # a bug must not stop the server
+    finally:
+        rfile.close()
+        sock.close()
+        server.connections.close(sock)
+
+
+def check_options(app, threads, backlog, timeout, max_body):
+    """Refuse bad arguments for a server with a clear message, before it binds a port."""
+    if not callable(app):
+        raise TypeError(f"app must be a WSGI application (a callable), got {app!r}")
+    if not (isinstance(threads, int) and threads >= 1):
+        raise ValueError(f"threads must be an int >= 1, got {threads!r}")
+    if not (isinstance(backlog, int) and backlog >= 0):
+        raise ValueError(f"backlog must be an int >= 0, got {backlog!r}")
+    if not timeout > 0 or not max_body >= 0:
+        raise ValueError(f"timeout must be > 0 and max_body >= 0, got {timeout!r} and {max_body!r}")
+
+
 class WSGIServer:
     """Listens on a socket and serves each connection: in the serving thread itself (threads=1, the sequential
     server), or in a pool of `threads` worker threads."""
 
     def __init__(self, app, host="127.0.0.1", port=8000, *, threads=1, backlog=1024, timeout=TIMEOUT,
                  max_body=MAX_BODY):
-        if not callable(app):
-            raise TypeError(f"app must be a WSGI application (a callable), got {app!r}")
-        if not (isinstance(threads, int) and threads >= 1):
-            raise ValueError(f"threads must be an int >= 1, got {threads!r}")
-        if not (isinstance(backlog, int) and backlog >= 0):
-            raise ValueError(f"backlog must be an int >= 0, got {backlog!r}")
-        if not timeout > 0 or not max_body >= 0:
-            raise ValueError(f"timeout must be > 0 and max_body >= 0, got {timeout!r} and {max_body!r}")
+        check_options(app, threads, backlog, timeout, max_body)
         self.app, self.threads, self.timeout, self.max_body = app, threads, timeout, max_body
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         # The backlog is how many connections the kernel keeps waiting for accept(); beyond it, clients are refused
@@ -517,63 +616,8 @@ class WSGIServer:
             pool.submit(self.handle_connection, sock, client_address, queued=True)
 
     def handle_connection(self, sock, client_address, queued=False):
-        """Serve the requests of one connection, one after another, until either side closes it."""
-        sock.settimeout(self.timeout)  # a silent client, idle or half-way through a request, is dropped
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # send small responses now, not 40 ms later
-        rfile = sock.makefile("rb")
-        self.connections.open(sock, queued)
-        try:
-            while self.connections.wait_for_request(sock):
-                request = parse_request(rfile)
-                self.connections.busy(sock)
-                if request is None:
-                    break  # the client closed the connection
-                if not self.handle_request(request, rfile, sock, client_address):
-                    if request.keep_alive:
-                        close_gently(sock)  # the client may have sent its next request already
-                    break
-        except HTTPError as error:
-            # A malformed request. After an answer we close: we can't tell where the next request would begin.
-            send_error(sock, error)
-            close_gently(sock)
-        except OSError:
-            pass  # the client closed or reset the connection, or stayed silent for longer than the timeout
-        except Exception:
-            log.exception("error while serving %s:%s", *client_address[:2])  # a bug must not stop the server
-        finally:
-            rfile.close()
-            sock.close()
-            self.connections.close(sock)
-
-    def handle_request(self, request, rfile, sock, client_address):
-        """Answer one request. Returns True if the connection may carry another one."""
-        body, length = open_body(request, rfile, sock, self.max_body)
-        environ = make_environ(request, body, length, self.server_address, client_address, self.threads > 1)
-        response = Response(sock, request, server_allows_keep_alive=self.nobody_waiting)
-        try:
-            keep_alive = run_app(self.app, environ, response)
-        except ClientDisconnected:
-            return False
-        except Exception:
-            log.exception("error in the application, for %s %s", request.method, request.target)
-            if not response.headers_sent:
-                send_error(sock, HTTPError(500, "the application failed"))
-            # After the headers, closing is the only way to tell the client: it sees a body cut short.
-            return False
-        if keep_alive:
-            # Read what the app left of the body, or it would be taken for the next request (at most max_body bytes).
-            while body.read(65536):
-                pass
-        return keep_alive
-
-    def nobody_waiting(self):
-        """May this connection stay open after the response? Not if another client waits for this thread (or the
-        server is stopping): one idle keep-alive client must not hold the server, or a worker, while others queue."""
-        if self.connections.stopping:
-            return False
-        if self.threads == 1:
-            return not any(key.fileobj is self.socket for key, _ in self.selector.select(0))  # none in the backlog
-        return self.connections.queued == 0
+        """Serve one accepted connection with serve_connection() (lesson 04's forked workers call this too)."""
+        serve_connection(self, sock, client_address, queued)
 
     def shutdown(self):
         """Stop serve_forever() and return once it has, with every connection closed and every worker done."""

@@ -19,7 +19,8 @@ import httpx
 import pytest
 
 from gatewaylab.probe import Connection
-from gatewaylab.wsgi import ClientDisconnected, InputStream, WSGIServer, load_app, make_server, read_chunked
+from gatewaylab.wsgi import (ClientDisconnected, InputStream, WSGIServer, build_head, choose_framing, load_app,
+                             make_server, read_chunked)
 from gatewaylab.http1 import HTTPError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -392,6 +393,33 @@ def test_framing_without_content_length(pieces, version, expect):
         assert "content-length" not in headers and body == b"generator"
 
 
+@pytest.mark.parametrize("method, version, status, headers, body_length, keep_alive, expect", [
+    ("GET", "HTTP/1.1", "200 OK", [], 5, True, ([("Content-Length", "5")], True, False, None, True)),
+    ("GET", "HTTP/1.1", "200 OK", [], None, True, ([("Transfer-Encoding", "chunked")], True, True, None, True)),
+    ("GET", "HTTP/1.0", "200 OK", [], None, True, ([("Connection", "close")], True, False, None, False)),
+    ("GET", "HTTP/1.0", "200 OK", [], 5, True, ([("Content-Length", "5"), ("Connection", "keep-alive")], True,
+                                                 False, None, True)),
+    ("GET", "HTTP/1.1", "200 OK", [("Content-Length", "3")], 5, False, ([("Connection", "close")], True, False, 3,
+                                                                         False)),
+    ("HEAD", "HTTP/1.1", "200 OK", [("Content-Length", "3")], None, True, ([], False, False, None, True)),
+    ("GET", "HTTP/1.1", "304 Not Modified", [], None, True, ([], False, False, None, True)),
+], ids=["length known", "chunked", "1.0 until close", "1.0 keep-alive", "app's length", "HEAD", "304"])
+def test_choose_framing(method, version, status, headers, body_length, keep_alive, expect):
+    assert tuple(choose_framing(method, version, status, headers, body_length, keep_alive)) == expect
+
+
+def test_choose_framing_refuses_a_bad_content_length_and_build_head_adds_date_and_server():
+    for declared in (["-1"], ["5", "5"]):
+        with pytest.raises(AssertionError, match="invalid Content-Length"):
+            choose_framing("GET", "HTTP/1.1", "200 OK", [("Content-Length", value) for value in declared], None, True)
+    head = build_head("404 Not Found", [("Content-Type", "text/plain")]).decode("latin-1")
+    assert head.startswith("HTTP/1.1 404 Not Found\r\nContent-Type: text/plain\r\nDate: ") and head.endswith(
+        " GMT\r\nServer: gatewaylab\r\n\r\n")
+    given = [("Date", "Tue, 01 Jul 2025 00:00:00 GMT"), ("Server", "mine")]
+    assert build_head("200 OK", given) == b"HTTP/1.1 200 OK\r\n" + b"".join(
+        f"{name}: {value}\r\n".encode() for name, value in given) + b"\r\n"
+
+
 def test_the_apps_content_length_is_never_exceeded_and_a_short_body_closes():
     def app(environ, start_response):
         start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "5")])
@@ -608,13 +636,23 @@ def test_the_sequential_server_closes_a_keep_alive_connection_when_another_clien
 
 # --- timeouts -------------------------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("sent", [b"", b"GET / HTTP/1.1\r\nHost: x\r\n"], ids=["idle", "half-sent"])
-def test_a_silent_client_is_dropped_after_the_timeout_and_others_are_served(sent):
+def test_a_silent_client_is_dropped_without_a_word_after_the_timeout_and_others_are_served():
     with running(hello_app, timeout=0.5) as server, socket.create_connection(server.server_address) as sock:
-        sock.sendall(sent)
         started = time.monotonic()
         assert read_until_close(sock, timeout=5) == b""
         assert 0.4 < time.monotonic() - started < 2.0
+        assert httpx.get(url(server)).text == "hello"
+
+
+@pytest.mark.parametrize("sent", [b"GET / HTTP/1.1\r\nHost: x\r\n", b"\r\n", b"GE"],
+                         ids=["headers", "blank line", "two bytes"])
+def test_a_request_head_stalled_half_way_gets_408_and_a_close(sent):
+    with running(hello_app, timeout=0.5) as server, socket.create_connection(server.server_address) as sock:
+        sock.sendall(sent)
+        started = time.monotonic()
+        received = read_until_close(sock, timeout=5)
+        assert 0.4 < time.monotonic() - started < 2.0
+        assert received.startswith(b"HTTP/1.1 408 Request Timeout\r\n") and b"Connection: close\r\n" in received
         assert httpx.get(url(server)).text == "hello"
 
 
@@ -629,6 +667,14 @@ def test_an_idle_keep_alive_connection_times_out():
             assert time.monotonic() - started < 2.0
         finally:
             connection.close()
+
+
+def test_a_keep_alive_connection_stalled_in_its_next_request_gets_408():
+    with running(hello_app, timeout=0.5) as server, socket.create_connection(server.server_address, timeout=5) as sock:
+        sock.sendall(request() + b"GET /next HTTP/1.1\r\n")  # one request, then half of the next
+        received = read_until_close(sock)
+    first, _, rest = received.partition(b"hello")
+    assert first.startswith(b"HTTP/1.1 200 OK") and rest.startswith(b"HTTP/1.1 408 Request Timeout")
 
 
 # --- concurrency and shutdown ---------------------------------------------------------------------------------------
