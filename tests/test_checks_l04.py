@@ -105,6 +105,24 @@ def threaded_server(listener, handle):
     assert "still running after the server was stopped" in report.results[0].message
 
 
+def test_closing_after_handle_without_finally_leaves_a_raised_connection_open():
+    # The close is skipped when handle raises: the thread dies with a traceback, and the client waits.
+    answer = variant("threaded_server", ("target=serve_and_close, args=(conn,)",
+                                         "target=lambda c=conn: (handle(c), c.close())"))
+    report = run_check("04.1", answer)
+    assert [r.passed for r in report.results] == [True, True, False, True]
+    assert "did not close that connection" in report.results[2].message
+    assert "`with conn:`" in report.results[2].message
+
+
+def test_threads_that_are_not_daemon_fail():
+    # (Left out, daemon is inherited from the thread that starts them, and serve_socket's thread is a daemon.)
+    answer = variant("threaded_server", ("args=(conn,), daemon=True)", "args=(conn,), daemon=False)"))
+    report = run_check("04.1", answer)
+    assert not report.results[0].passed and "not daemon threads" in report.results[0].message
+    assert all(r.passed for r in report.results[1:])
+
+
 # --- 04.2 pooled_server -----------------------------------------------------------------------------------------------
 
 def test_a_thread_per_connection_is_not_a_bounded_pool():
@@ -152,26 +170,83 @@ def pooled_server(listener, handle, pool_size):
     assert "got no complete answer" in report.results[0].message and "go back to work" in report.results[0].message
 
 
-def test_a_semaphore_released_only_on_success_loses_workers_to_clients_that_leave():
+def test_pool_workers_that_die_with_handle_empty_the_pool():
+    # A pool of threads started once, but an error in handle ends the worker that met it.
+    answer = wrong('''
+def pooled_server(listener, handle, pool_size):
+    import queue
+
+    waiting = queue.Queue()
+
+    def worker():
+        while (conn := waiting.get()) is not None:
+            with conn:
+                handle(conn)  # a client that left makes this raise: the worker dies with it
+
+    workers = [threading.Thread(target=worker, daemon=True) for _ in range(pool_size)]
+    for thread in workers:
+        thread.start()
+    try:
+        while True:
+            waiting.put(listener.accept()[0])
+    finally:
+        for thread in workers:
+            waiting.put(None)
+''', "pooled_server")
+    report = run_check("04.2", answer)
+    assert [r.passed for r in report.results] == [True, True, True, True, False]
+    assert "left mid-request" in report.results[4].message and "go back to work" in report.results[4].message
+
+
+def test_a_semaphore_around_a_thread_per_connection_is_not_a_pool():
+    # At most pool_size run handle at once, but every connection still gets a thread of its own.
     answer = wrong('''
 def pooled_server(listener, handle, pool_size):
     free = threading.Semaphore(pool_size)
 
     def serve(conn):
-        with conn:
-            handle(conn)  # raises when the client left: the release below never happens
-            free.release()
+        with free, conn:
+            try:
+                handle(conn)
+            except OSError:
+                pass
 
-    give_up = time.monotonic() + 4  # (so that the test ends cleanly)
-    while time.monotonic() < give_up:
-        if not free.acquire(timeout=0.05):
-            continue
+    while True:
         conn, _ = listener.accept()
         threading.Thread(target=serve, args=(conn,), daemon=True).start()
 ''', "pooled_server")
     report = run_check("04.2", answer)
-    assert report.results[0].passed and report.results[1].passed
-    assert "left mid-request" in report.results[2].message
+    first = report.results[0]
+    assert not first.passed and "a pool starts pool_size threads once and reuses them; yours started 8" in first.message
+    assert first.got == "'8 threads'"
+
+
+def test_batches_of_pool_size_threads_hold_the_fast_requests_up():
+    # Start pool_size threads, wait for all of them, repeat: a staircase for equal requests, but a slow request
+    # keeps the next batch waiting.
+    answer = wrong('''
+def pooled_server(listener, handle, pool_size):
+    def serve_and_close(conn):
+        with conn:
+            try:
+                handle(conn)
+            except OSError:
+                pass
+
+    while True:
+        batch = []
+        for _ in range(pool_size):
+            conn, _ = listener.accept()
+            batch.append(threading.Thread(target=serve_and_close, args=(conn,), daemon=True))
+            batch[-1].start()
+        for thread in batch:
+            thread.join()
+''', "pooled_server")
+    report = run_check("04.2", answer)
+    mixed = [r for r in report.results if "slow request" in r.name][0]
+    assert not mixed.passed and "wait for all of them to end" in mixed.message
+    assert float(mixed.got.strip("'").split(",")[1]) > 0.8  # the second fast answer waited for the slow one
+    assert "reuses them" in report.results[0].message  # and it starts a thread per connection too
 
 
 # --- 04.3 predict_wall_time -------------------------------------------------------------------------------------------
@@ -187,6 +262,34 @@ def test_a_model_in_milliseconds_fails():
     assert not report.results[0].passed and report.results[0].expected == "5.0"
     live = [r for r in report.results if "real servers" in r.name][0]
     assert not live.passed and "measured" in live.message
+
+
+def test_a_pool_without_ceil_is_shown_tidy_numbers():
+    answer = variant("predict_wall_time", ("math.ceil(clients / pool) * delay", "clients / pool * delay"))
+    report = run_check("04.3", answer)
+    pool = [r for r in report.results if r.name.startswith("pool")][0]
+    assert pool.expected == "0.6" and pool.got == "0.5"  # 3 x 0.2, not 0.6000000000000001
+
+
+def test_threads_modelled_as_taking_no_time_fail_against_real_servers_too():
+    answer = variant("predict_wall_time", ("return float(delay)", "return 0.0"))
+    report = run_check("04.3", answer)
+    live = [r for r in report.results if "real servers" in r.name][0]
+    assert not live.passed and live.message.startswith("threaded server") and live.got == "0.0"
+
+
+def test_sequential_modelled_one_delay_short_fails_against_real_servers_too():
+    answer = variant("predict_wall_time", ("return clients * delay", "return (clients - 1) * delay"))
+    report = run_check("04.3", answer)
+    live = [r for r in report.results if "real servers" in r.name][0]
+    assert not live.passed and live.message.startswith("sequential server") and live.got == "0.75"
+
+
+def test_a_negative_pool_must_raise():
+    answer = variant("predict_wall_time", ("if pool is None or pool < 1:", "if not pool:"))
+    report = run_check("04.3", answer)
+    assert "predict_wall_time('pool', 4, 0.1, pool=-1) has a bad argument" in failure_messages(report)
+    assert report.results[-2].got == "-0.4"
 
 
 def test_threads_modelled_as_sequential_fail():
@@ -216,13 +319,22 @@ def test_a_model_raising_the_wrong_exception_is_told_which_one():
 
 def test_idle_gaps_in_the_order_sent_fails():
     answer = variant("idle_gaps", ("ends = sorted(record.end", "ends = list(record.end"))
-    assert "made-up run" in failure_messages(run_check("04.4", answer))
+    messages = failure_messages(run_check("04.4", answer))
+    assert "made-up run" in messages and "sort them first" in messages
 
 
 def test_idle_gaps_counting_failed_requests_fails():
     answer = variant("idle_gaps", (" if record.status is not None", ""))
     report = run_check("04.4", answer)
-    assert not report.results[0].passed and report.results[0].got == "[(0.0, 0.75)]"
+    assert not report.results[0].passed and report.results[0].got == "[(0.0, 0.75), (2.375, 3.0)]"
+    assert "got no response (status None)" in report.results[0].message
+
+
+def test_idle_gaps_counting_only_2xx_answers_fails():
+    answer = variant("idle_gaps", ("if record.status is not None", "if record.ok"))
+    report = run_check("04.4", answer)
+    assert not report.results[0].passed and report.results[0].got == "[(0.0, 0.75), (1.0, 1.75)]"
+    assert "a response of any status counts" in report.results[0].message
 
 
 def test_idle_gaps_starting_at_the_first_answer_misses_the_first_gap():
@@ -234,6 +346,7 @@ def test_idle_gaps_with_greater_or_equal_fails():
     answer = variant("idle_gaps", ("end - previous > longer_than", "end - previous >= longer_than"))
     report = run_check("04.4", answer)
     assert not report.results[1].passed  # steady ends every 0.25 s are not gaps of "more than" 0.25 s
+    assert "use >, not >=" in report.results[1].message
     assert "(1.75, 2.25)" in report.results[0].got  # nor is a gap of exactly 0.5 s
 
 
@@ -245,12 +358,19 @@ def test_idle_gaps_from_start_times_fails():
 def test_idle_gaps_as_lists_are_told_the_type():
     answer = variant("idle_gaps", ("gaps.append((previous, end))", "gaps.append([previous, end])"))
     report = run_check("04.4", answer)
-    assert "not what was expected" in report.results[0].message and "[[0.0, 0.75]" in report.results[0].got
+    assert "each gap must be a tuple (start, end); gap 0 is [0.0, 0.75]" in report.results[0].message
+    assert "[[0.0, 0.75]" in report.results[0].got
+
+
+def test_idle_gaps_as_a_generator_is_told_to_return_a_list():
+    answer = variant("idle_gaps", ("return gaps", "return iter(gaps)"))
+    assert "should be a list of (start, end) tuples, not list_iterator" in run_check("04.4", answer).results[0].message
 
 
 def test_the_live_backlog_run_shows_retries_on_linux():
     """The phenomenon the exercise is about: with a backlog of 5, 20 clients of a sequential server meet an idle gap
-    that ends about 1 s in (the first SYN retry). Linux behaviour; other systems may refuse instead."""
+    that ends about 1 s in (the first SYN retry), after 7 answers: one served, backlog + 1 queued (6 when every client
+    connects before the server's first accept). Linux behaviour; other systems may refuse instead."""
     from gatewaylab.checks.l04_concurrency import _gaps
     from gatewaylab.demos import slow_wsgi_app
     from gatewaylab.load import load
@@ -261,15 +381,16 @@ def test_the_live_backlog_run_shows_retries_on_linux():
     gaps = _gaps(result, 0.5)
     assert result.ok == 20 and gaps, result
     assert 0.9 <= gaps[0][1] <= 1.5, gaps
+    assert sum(record.end < gaps[0][1] for record in result.records) in (6, 7), result.records
 
 
 def test_made_up_results_are_load_results():
     # The made-up runs the check builds must stay what load() returns, or the exercise would test something else.
     from gatewaylab.checks.l04_concurrency import _made_up
 
-    result = _made_up([(0.5, 200), (0.25, None)])
+    result = _made_up([(0.5, 200), (0.25, None), (0.75, 500)])
     assert isinstance(result, LoadResult) and all(isinstance(r, RequestRecord) for r in result.records)
-    assert result.ok == 1 and result.errors == 1
+    assert result.ok == 1 and result.errors == 1 and result.status_counts[500] == 1
 
 
 # --- gatewaylab.examples: the apps and the pre-fork server the lesson runs in other processes ------------------------
