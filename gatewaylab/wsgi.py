@@ -33,8 +33,13 @@ TIMEOUT = 5.0  # seconds a client may stay silent, between requests or in the mi
 # to set them (the same list as wsgiref's).
 HOP_BY_HOP = {"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailers",
               "transfer-encoding", "upgrade"}
-# A chunk size is 1 to 16 hex digits; int(x, 16) alone would also accept "0x1f", "+1f" or "1_f".
-CHUNK_SIZE = re.compile(rb"[0-9A-Fa-f]{1,16}")
+# A chunk's size line (RFC 9112 section 7.1): hex digits, optional extensions (";name=value"), then CRLF exactly. No
+# bare LF, no stray CR, no spaces around the size: a server that reads framing more leniently than the proxy in front
+# of it can be smuggled a request. The RFC allows any number of digits; 16 (up to 2**64 - 1) is this server's own limit.
+# (int(x, 16) alone would also accept "0x1f", "+1f", " 1f" or "1_f".)
+CHUNK_SIZE = re.compile(rb"([0-9A-Fa-f]{1,16})(;[\t\x20-\x7e\x80-\xff]*)?\r\n")
+# A trailer field after the last chunk: a field name, a colon, a value without CR or LF, then CRLF.
+TRAILER_LINE = re.compile(rb"[!#$%&'*+.^_`|~0-9A-Za-z-]+:[\t\x20-\x7e\x80-\xff]*\r\n")
 
 
 class ClientDisconnected(ConnectionError):
@@ -102,30 +107,29 @@ class InputStream:
 
 
 def read_chunked(rfile, max_body):
-    """Read a chunked request body (RFC 9112 section 7.1) and return it decoded."""
+    """Read a chunked request body (RFC 9112 section 7.1) and return it decoded. Anything but the exact grammar is a
+    400: size lines and the CRLF after each chunk's data are checked byte for byte."""
     body = bytearray()
     while True:
-        line = rfile.readline(MAX_LINE + 2)
-        # A chunk extension (";name=value") may follow the size; nobody uses them, so they are ignored.
-        size_field = line.rstrip(b"\r\n").split(b";")[0].strip(b" \t")
-        if not line.endswith(b"\n") or not CHUNK_SIZE.fullmatch(size_field):
+        match = CHUNK_SIZE.fullmatch(rfile.readline(MAX_LINE + 2))
+        if match is None:
             raise HTTPError(400, "invalid chunk size line")
-        size = int(size_field, 16)
+        size = int(match[1], 16)  # a chunk extension, if any, is ignored: nobody uses them
         if size == 0:
             break
         if len(body) + size > max_body:
             raise HTTPError(413, f"request body larger than {max_body} bytes")
         chunk = rfile.read(size)
-        if len(chunk) < size or rfile.readline(2) not in (b"\r\n", b"\n"):
+        if len(chunk) < size or rfile.read(2) != b"\r\n":
             raise HTTPError(400, "chunk shorter than its size, or not followed by CRLF")
         body += chunk
     # Trailer fields may follow the last chunk; RFC 9112 section 7.1.2 lets a server read and drop them.
     for _ in range(MAX_HEADERS + 1):
         line = rfile.readline(MAX_LINE + 2)
-        if line in (b"\r\n", b"\n"):
+        if line == b"\r\n":
             return bytes(body)
-        if not line.endswith(b"\n"):
-            raise HTTPError(400, "incomplete chunked body")
+        if not TRAILER_LINE.fullmatch(line):
+            raise HTTPError(400, "invalid or incomplete trailer section")
     raise HTTPError(431, f"more than {MAX_HEADERS} trailer fields")
 
 
@@ -146,8 +150,15 @@ def open_body(request, rfile, sock, max_body):
         # connection is closed after the answer either way.
         raise HTTPError(400, "both Content-Length and Transfer-Encoding")
     if transfer_encoding is not None:
-        if transfer_encoding.lower() != "chunked":
-            raise HTTPError(501, f"unsupported transfer coding {transfer_encoding!r}")
+        if request.version == "HTTP/1.0":
+            # HTTP/1.0 has no transfer codings: a proxy on the way may frame this body differently (RFC 9112 6.1).
+            raise HTTPError(400, "Transfer-Encoding in an HTTP/1.0 request")
+        codings = [coding.strip().lower() for coding in transfer_encoding.split(",")]
+        if codings[-1] != "chunked" or "chunked" in codings[:-1]:
+            # Only a final chunked says where the body ends (RFC 9112 6.3, item 4): we must answer 400 and close.
+            raise HTTPError(400, f"chunked must be the final transfer coding, once: got {transfer_encoding!r}")
+        if codings != ["chunked"]:
+            raise HTTPError(501, f"unsupported transfer coding {transfer_encoding!r}")  # e.g. "gzip, chunked"
         send_continue(request, sock)
         # The whole body is read before the app runs: the size limit and a 400 for a broken chunk happen in the
         # server, and the environ can give CONTENT_LENGTH, which many apps (Flask's among them) want before reading.
@@ -375,8 +386,8 @@ def has_one_item(result):
 def run_app(app, environ, response):
     """Call the app and stream its body. Returns True if the connection may carry another request.
 
-    The iterable's close() is always called, whether the body was sent, the app failed or the client left (PEP 3333):
-    that is where apps release what they hold for the request (files, database connections).
+    PEP 3333 asks the server to call the iterable's close(), if it has one, however the response ends: that is where
+    apps release what they hold for the request (files, database connections).
     """
     result = app(environ, response.start_response)
     try:
@@ -408,9 +419,12 @@ def close_gently(sock):
 
 
 def send_error(sock, error):
-    """Answer a request the server refuses (or an app that failed) with an error response."""
+    """Answer a request the server refuses (or an app that failed) with lesson 01's error response, plus a Date."""
+    # RFC 9110 section 6.6.1: a server with a clock sends Date on 4xx and 5xx responses too.
+    status_line, _, rest = error_response(error).partition(b"\r\n")
+    date = f"Date: {email.utils.formatdate(usegmt=True)}\r\n".encode("latin-1")
     try:
-        sock.sendall(error_response(error))
+        sock.sendall(status_line + b"\r\n" + date + rest)
     except OSError:
         pass  # the client is gone already
 

@@ -1,6 +1,7 @@
 """The course's WSGI server (gatewaylab.wsgi) against PEP 3333, RFC 9112, real clients and a real Flask app."""
 
 import contextlib
+import email.utils
 import io
 import json
 import os
@@ -221,6 +222,34 @@ def test_read_chunked_rejects_broken_chunks():
         with pytest.raises(HTTPError) as caught:
             read_chunked(io.BufferedReader(io.BytesIO(broken)), 100)
         assert caught.value.status == 400, broken
+
+
+@pytest.mark.parametrize("broken", [
+    b"3\nabc\r\n0\r\n\r\n",  # bare LF after the size
+    b"3\r\r\nabc\r\n0\r\n\r\n",  # a stray CR before the CRLF
+    b"3\r\nabc\n0\r\n\r\n",  # bare LF after the data
+    b"3\r\nabc\rx0\r\n\r\n",  # CR and something else after the data
+    b" 3\r\nabc\r\n0\r\n\r\n",  # leading whitespace
+    b"3 \r\nabc\r\n0\r\n\r\n",  # trailing whitespace
+    b"+3\r\nabc\r\n0\r\n\r\n",  # a sign int() would accept
+    b"3;a\rb\r\nabc\r\n0\r\n\r\n",  # a CR inside an extension
+    b"3\r\nabc\r\n0\n\r\n",  # bare LF after the last chunk
+    b"3\r\nabc\r\n0\r\n\n",  # bare LF ending the trailers
+    b"3\r\nabc\r\n0\r\nX-T: 1\n\r\n",  # a trailer field ending in a bare LF
+    b"3\r\nabc\r\n0\r\nnot a field\r\n\r\n",  # a trailer line that is no field
+    b"1" * 17 + b"\r\n",  # more than the server's 16 digits
+])
+def test_read_chunked_accepts_only_exact_crlf_framing(broken):
+    with pytest.raises(HTTPError) as caught:
+        read_chunked(io.BufferedReader(io.BytesIO(broken)), 10**30)
+    assert caught.value.status == 400
+
+
+def test_read_chunked_accepts_extensions_trailers_and_16_digits():
+    body = b"3;name=value;flag\r\nabc\r\n0000000000000002\r\nde\r\n0\r\nX-Checksum: 1f\r\nX-Empty:\r\n\r\nNEXT"
+    rfile = io.BufferedReader(io.BytesIO(body))
+    assert read_chunked(rfile, 100) == b"abcde"
+    assert rfile.read() == b"NEXT"  # it stops right after the body
     with pytest.raises(HTTPError) as caught:
         read_chunked(io.BufferedReader(io.BytesIO(b"a\r\n0123456789\r\n0\r\n\r\n")), 9)
     assert caught.value.status == 413
@@ -478,6 +507,7 @@ def test_an_app_failing_before_the_headers_gets_500_and_close_is_called(caplog):
     with running(app_returning(body)) as server:
         reply = httpx.get(url(server))
         assert reply.status_code == 500 and reply.headers["connection"] == "close"
+        assert email.utils.parsedate_to_datetime(reply.headers["date"]).tzinfo is not None  # a valid HTTP date
         assert body.closed.is_set()
 
         def crashing_app(environ, start_response):
@@ -534,8 +564,18 @@ MALFORMED = {
                                + b"a" * 2048 + b"\r\n0\r\n\r\n", 413),
     "invalid Content-Length": (b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: -1\r\n\r\n", 400),
     "two Content-Lengths": (b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nContent-Length: 1\r\n\r\na", 400),
-    "unknown transfer coding": (b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\n", 501),
+    # RFC 9112 6.3: without a final chunked the body's end is unknown (400); 6.1: an unknown coding before it is 501.
+    "gzip alone": (b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\nhello", 400),
+    "chunked, gzip": (b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked, gzip\r\n\r\n0\r\n\r\n", 400),
+    "chunked twice": (b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n"
+                      b"\r\n0\r\n\r\n", 400),
+    "gzip, chunked": (b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n", 501),
+    "chunked on HTTP/1.0": (b"POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 400),
     "bad chunk": (b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", 400),
+    "chunk size, bare LF": (b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\nhello\r\n0\r\n\r\n",
+                            400),
+    "chunk size, CR CR LF": (b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\r\nhello\r\n0\r\n"
+                             b"\r\n", 400),
     "CL and TE": (b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n"
                   b"0\r\n\r\n", 400),
     "obs-fold": (b"GET / HTTP/1.1\r\nHost: x\r\nX-A: 1\r\n  folded\r\n\r\n", 400),
@@ -556,6 +596,7 @@ def test_malformed_requests_get_their_status_then_the_connection_closes(name):
             connection.close()
         assert reply.status == status, reply
         assert reply.headers["connection"] == "close" and closed
+        assert reply.headers["date"].endswith(" GMT")  # RFC 9110 6.6.1: errors carry a Date too
         assert httpx.get(url(server)).text == "hello"  # and the server goes on serving
 
 
