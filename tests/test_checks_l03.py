@@ -102,9 +102,20 @@ HEADER_KEY = 'if key not in ("CONTENT_TYPE", "CONTENT_LENGTH"):\n            key
     ([(HEADER_KEY, 'key = key')], "the environ has no 'HTTP_HOST' key"),
     ([('environ[key] + "," + value if key in environ else value', "value")], "X-Tag came twice"),
     ([("return environ", "return list(environ.items())")], "must return the environ, a dict"),
+    ([('if key not in ("CONTENT_TYPE", "CONTENT_LENGTH"):', 'if name not in ("Content-Type", "Content-Length"):')],
+     "sent the header in lower case (content-type) and your environ has HTTP_CONTENT_TYPE"),  # matches the spelling
+    ([(PATH, '__import__("urllib.parse").parse.unquote_plus(request.path, encoding="latin-1")')],
+     "a '+' in the path was turned into a space"),
 ])
 def test_make_environ_mistakes_fail_with_advice(replacements, message):
     assert message in messages("03.1", "make_environ", *replacements)
+
+
+def test_repeated_headers_may_be_joined_with_a_comma_and_a_space():
+    # RFC 9110 5.3 allows optional whitespace after the comma: every case, the Flask one too, accepts both joins.
+    spaced = answer("make_environ", ('environ[key] + "," + value', 'environ[key] + ", " + value'))
+    report = run_check("03.1", spaced)
+    assert report.passed, str(report)
 
 
 def test_the_flask_case_names_the_environ_key_flask_read_wrong():
@@ -117,6 +128,10 @@ def test_the_flask_case_names_the_environ_key_flask_read_wrong():
         flask_case.func(answer("make_environ", (PATH, "request.path.upper()")))
     with pytest.raises(CaseFailed, match="wsgiref.validate rejected the environ: .*SERVER_PORT"):
         flask_case.func(answer("make_environ", ("str(server_address[1])", "server_address[1]")))
+    with pytest.raises(CaseFailed, match="Flask answered 400 BAD REQUEST: it could not read the request body. Check "
+                                         "CONTENT_LENGTH") as failure:  # the body is gone: Flask's read comes up short
+        flask_case.func(answer("make_environ", ('"wsgi.input": body', '"wsgi.input": io.BytesIO()')))
+    assert "no route" not in failure.value.message
     flask_case.func(answer("make_environ"))  # and the reference passes it
 
 
@@ -166,6 +181,7 @@ def test_parse_response_reads_a_response_that_ends_with_the_connection():
 
 LOOP = "for piece in result:\n            if piece:  # an empty piece must not make the headers go out\n" \
        "                responder.write(piece)"
+FIVE_HUNDRED = '"500 Internal Server Error", [("Content-Type", "text/plain; charset=utf-8")]'
 CLOSE = "    finally:\n        if hasattr(result, \"close\"):\n            result.close()"
 
 
@@ -182,6 +198,18 @@ CLOSE = "    finally:\n        if hasattr(result, \"close\"):\n            resul
     ([("raise  # too late", "return  # too late")], "send_body returned as if all went well"),
     ([("        responder.finish()\n    except", "    except")], "finish() was never called"),
     ([("except Exception:", "except (ValueError, RuntimeError):")], "escaped send_body"),  # catches too little
+    ([(FIVE_HUNDRED, '"500", []')], "start_response got the status '500': a status is the code, a space and a "
+                                    "reason phrase"),
+    ([(FIVE_HUNDRED, '"500 Internal Server Error", []')], "the 500 has no Content-Type header"),
+    ([("        responder.finish()\n    except",
+       "        result.close() if hasattr(result, 'close') else None\n        responder.finish()\n    except"),
+      ('if hasattr(result, "close"):\n            result.close()', "pass")], "close() was called before finish()"),
+    ([('if hasattr(result, "close"):\n            result.close()',
+       'if hasattr(result, "close"):\n            result.close()\n            result.close()')],
+     "the body's close() was called 2 times: call it exactly once"),
+    ([(',\n                                 sys.exc_info())', ")"),                   # hides the second call
+      ('responder.start_response("500', 'responder.status = None\n        responder.start_response("500')],
+     "start_response was called a second time without exc_info"),
 ])
 def test_send_body_mistakes_fail_with_advice(replacements, message):
     assert message in messages("03.3", "send_body", *replacements)
@@ -196,6 +224,12 @@ def test_send_body_that_ignores_a_gone_client_is_told_to_stop():
 
 
 def test_check_responder_enforces_the_rules():
+    responder = l03_server._started(l03_server.CheckResponder())
+    responder.status = None  # an answer that resets the status still makes a second call
+    with pytest.raises(AssertionError, match="second time without exc_info"):
+        responder.start_response("500 Internal Server Error", [])
+    with pytest.raises(AssertionError, match="reason phrase"):
+        l03_server.CheckResponder().start_response("500", [])
     responder = l03_server.CheckResponder()
     with pytest.raises(AssertionError, match="before start_response"):
         responder.write(b"x")
@@ -224,20 +258,34 @@ def test_serve_without_its_pieces_is_told_to_run_or_solve_them_first():
     assert "serve uses your make_environ, which is still the exercise stub: solve exercise 03.1 first" in text
 
 
-TE_CHECK = ('if request.header("Transfer-Encoding") is not None:\n'
-            '                    raise HTTPError(400 if length is not None else 501, '
-            '"this server reads Content-Length bodies only")')
+TE_STATUS = "501 if chunked_last and length is None else 400"
+LATE_500 = ("send_body(result, responder)",
+            "try:\n                        send_body(result, responder)\n                    except Exception:\n"
+            '                        send_error(conn, HTTPError(500, "the application failed"))')
 
 
 @pytest.mark.parametrize("changes, message", [
     ({"serve": [("conn.settimeout(1.0)", "pass")]}, "kept your server from answering anyone else"),
-    ({"serve": [("send_error(conn, error)\n", "")]}, "'bad request line'"),          # no answer to a bad request
+    ({"serve": [("send_error(conn, error)\n", "")]},                                  # no answer to a bad request
+     "The first, 'bad request line', got an answer other than the expected one, shown below."),
     ({"serve": [('send_error(conn, HTTPError(500, "the application failed"))', "pass")]}, "should get a 500"),
     ({"serve": [("            except Exception:\n                pass  # a timeout",
                  "            except HTTPError:\n                pass  # a timeout")]},
      "crashed with TimeoutError"),                                                         # one error ends the loop
     ({"serve": [("if int(length or 0) > MAX_BODY:", "if False:")]}, "'1 GB body announced'"),
-    ({"serve": [(TE_CHECK, "pass")]}, "'Content-Length and Transfer-Encoding'"),
+    ({"serve": [(TE_STATUS, "400 if length is not None else 501")]},             # 501 for any coding
+     "a request with Transfer-Encoding: gzip: the last transfer coding is not chunked"),
+    ({"serve": [(TE_STATUS, "400")]}, "a request with Transfer-Encoding: chunked: chunked is a valid framing this "
+                                      "server does not implement: 501"),
+    ({"serve": [(TE_STATUS, "501")]}, "'Content-Length and Transfer-Encoding'"),
+    ({"serve": [("            except Exception:\n                pass  # a timeout",
+                 "            except (HTTPError, TimeoutError):\n                pass  # a timeout")]},
+     "Your server's thread crashed with AppCrash"),                         # an app failing mid-body ends the loop
+    ({"serve": [LATE_500]}, "GET /late: the app failed after its 200 and first piece were on the wire, and your "
+                            "server then sent a 500"),
+    ({"serve": [("make_environ(request, body,", "make_environ(request, rfile,")]},
+     "POST /echo: the app read environ['wsgi.input'].read() and echoed it. wsgi.input must hold exactly"),
+    ({"serve": [("                close_gently(conn)\n", "")]}, "the connection was reset"),
     ({"make_environ": [(PATH, "request.path")]}, "'percent-encoded path'"),            # a piece's mistake shows too
     ({"send_body": [(LOOP, "for piece in [b''.join(result)]:\n            responder.write(piece)")]}, "'streaming'"),
 ])
@@ -273,6 +321,24 @@ def test_the_check_apps_fail_as_intended():
     assert next(pieces) == b""
     with pytest.raises(l03_server.AppCrash):
         next(pieces)
+    pieces = l03_server._crashes_after_a_piece({}, lambda status, headers: None)
+    assert next(pieces) == l03_server.LATE_PIECE
+    with pytest.raises(l03_server.AppCrash):
+        next(pieces)
+
+
+def test_the_late_failure_message_names_the_cause_for_each_wrong_server():
+    """A server whose loop dies on the late error, and one that answers it with a 500, fail that case, each told
+    why; the reference passes it."""
+    late = next(case for case in get_exercise("03.4").cases if "after its first piece" in case.name)
+    late.func(answer("serve"))
+    dies = answer("serve", ("            except Exception:\n                pass  # a timeout",
+                            "            except (HTTPError, TimeoutError):\n                pass  # a timeout"))
+    with pytest.raises(CaseFailed, match="the next request got no answer .*your server stopped serving") as failure:
+        late.func(dies)
+    assert "crashed with AppCrash: cannot reach the database" in failure.value.message
+    with pytest.raises(CaseFailed, match="must not become a 500: just close the connection"):
+        late.func(answer("serve", LATE_500))
 
 
 def test_wire_reads_what_was_sent_without_waiting():

@@ -19,6 +19,7 @@ import functools
 import inspect
 import io
 import json
+import re
 import socket
 import sys
 import time
@@ -93,9 +94,11 @@ environ_exercise = Exercise(
         "QUERY_STRING is request.query, still percent-encoded; SCRIPT_NAME is ''. SERVER_NAME and SERVER_PORT come "
         "from server_address, SERVER_PROTOCOL is request.version. Every CGI value is a str, the port too.",
         "PATH_INFO is percent-decoded to bytes, then to a native string: unquote_to_bytes(request.path)"
-        ".decode('latin-1'). For each (name, value) in request.headers: the key is name.upper().replace('-', '_'); "
+        ".decode('latin-1') ('+' stays '+': only form-encoded query strings use it for a space). For each "
+        "(name, value) in request.headers: the key is name.upper().replace('-', '_'); "
         "CONTENT_TYPE and CONTENT_LENGTH go in without HTTP_, every other header gets HTTP_ in front, and a repeated "
-        "header is joined to the value already there with ','.",
+        "header is joined to the value already there with ',' (', ' is fine too). Compare the upper-cased name: "
+        "clients may send header names in any case.",
         "Then the wsgi.* keys: 'wsgi.version': (1, 0), 'wsgi.url_scheme': 'http', 'wsgi.input': body (the stream "
         "itself, unread), 'wsgi.errors': sys.stderr, and 'wsgi.multithread': False, 'wsgi.multiprocess': False, "
         "'wsgi.run_once': False. Return a plain dict.",
@@ -108,6 +111,15 @@ POST_BODY = b"dish=cr%C3%A8me+br%C3%BBl%C3%A9e&qty=2"
 POST = (b"POST /order HTTP/1.1\r\nHost: shop.example\r\nContent-Type: application/x-www-form-urlencoded\r\n"
         b"Content-Length: %d\r\nX-Request-Id: 42\r\n\r\n" % len(POST_BODY)) + POST_BODY
 OLD = b"GET /hello/ada HTTP/1.0\r\nUser-Agent: check/0.9\r\n\r\n"  # HTTP/1.0: no Host, so the URL uses SERVER_*
+# Header names in lower case (they are case-insensitive, and the parser keeps the client's spelling), and a path whose
+# '+' is a plus sign: only form-encoded query strings use '+' for a space.
+LOWER = (b"POST /x+y%%20z HTTP/1.1\r\nhost: shop.example\r\ncontent-type: application/x-www-form-urlencoded\r\n"
+         b"content-length: %d\r\n\r\n" % len(POST_BODY)) + POST_BODY
+
+
+def joined(value):
+    """A joined header value with the optional whitespace after each comma removed (RFC 9110 5.3 allows ', ')."""
+    return re.sub(r",[ \t]*", ",", value) if isinstance(value, str) else value
 
 
 def _request(raw: bytes) -> tuple[http1.Request, bytes]:
@@ -196,6 +208,12 @@ def _(answer):
     _expect_key(environ, "PATH_INFO", "/hello/JosÃ©", "the percent-decoded path, as a latin-1 str")
     _expect_key(environ, "QUERY_STRING", "lang=pt&q=caf%C3%A9+cr%C3%A8me",
                 "what follows '?' in the target, still percent-encoded (decoding it is the app's job)")
+    plus, _, _ = _environ_from(answer, LOWER)
+    if plus.get("PATH_INFO") == "/x y z":
+        raise CaseFailed("a '+' in the path was turned into a space: that is form encoding, for query strings only. "
+                         "In a path '+' is a plus sign; decode only the %XX escapes (unquote_to_bytes)",
+                         expected="/x+y z", got=plus["PATH_INFO"])
+    _expect_key(plus, "PATH_INFO", "/x+y z", "the target /x+y%20z: '+' stays, %20 becomes a space")
     old, _, _ = _environ_from(answer, OLD)
     _expect_key(old, "SERVER_PROTOCOL", "HTTP/1.0", "the version of the request, not the server's")
     _expect_key(old, "QUERY_STRING", "", "an empty str when the target has no '?'")
@@ -212,12 +230,22 @@ def _(answer):
     _expect_key(environ, "HTTP_HOST", "shop.example", "every other header becomes HTTP_ + its name in capitals, "
                                                       "with '-' turned into '_'")
     _expect_key(environ, "HTTP_X_REQUEST_ID", "42", "X-Request-Id becomes HTTP_X_REQUEST_ID")
+    lower, _, _ = _environ_from(answer, LOWER)
+    for key in ("HTTP_CONTENT_TYPE", "HTTP_CONTENT_LENGTH"):
+        if key in lower:
+            raise CaseFailed(f"a client sent the header in lower case ({key[5:].lower().replace('_', '-')}) and your "
+                             f"environ has {key}: header names are case-insensitive, so compare the upper-cased "
+                             "name (CONTENT_TYPE, CONTENT_LENGTH), not the name as sent")
+    _expect_key(lower, "CONTENT_TYPE", "application/x-www-form-urlencoded", "from the header content-type, sent in "
+                                                                             "lower case: names are case-insensitive")
+    _expect_key(lower, "CONTENT_LENGTH", str(len(POST_BODY)), "from the header content-length, sent in lower case")
+    _expect_key(lower, "HTTP_HOST", "shop.example", "from the header host, sent in lower case")
     environ, _, _ = _environ_from(answer, GET)
     _expect_key(environ, "HTTP_ACCEPT_LANGUAGE", "pt, en;q=0.5")
     tags = environ.get("HTTP_X_TAG")
-    if tags not in ("red,blue", "red, blue"):
+    if joined(tags) != "red,blue":
         raise CaseFailed("X-Tag came twice (red, then blue): a repeated header is one key, its values joined with "
-                         "',' in the order they came", expected="red,blue", got=tags)
+                         "',' (or ', ') in the order they came", expected="red,blue", got=tags)
 
 
 def _flask_answer(environ: dict, what: str) -> dict:
@@ -229,10 +257,16 @@ def _flask_answer(environ: dict, what: str) -> dict:
             from None
     except Exception as error:  # an environ so broken that Werkzeug itself fails on it
         raise CaseFailed(f"{what}: Flask failed on the environ: {type(error).__name__}: {error}") from None
-    if status != "200 OK":
+    if status.startswith(("404", "405")):
         raise CaseFailed(f"{what}: Flask answered {status}: it found no route for PATH_INFO "
                          f"{environ.get('PATH_INFO')!r} and REQUEST_METHOD {environ.get('REQUEST_METHOD')!r}",
                          expected="200 OK", got=status)
+    if status.startswith("400"):
+        raise CaseFailed(f"{what}: Flask answered {status}: it could not read the request body. Check "
+                         f"CONTENT_LENGTH (got {environ.get('CONTENT_LENGTH')!r}), CONTENT_TYPE and wsgi.input (the "
+                         "body stream, unread)", expected="200 OK", got=status)
+    if status != "200 OK":
+        raise CaseFailed(f"{what}: Flask answered {status}", expected="200 OK", got=status)
     return json.loads(data)
 
 
@@ -259,6 +293,8 @@ def _(answer):
         got = _flask_answer(environ, what)
         expected = _flask_answer(_course_environ(raw), f"{what} under the course's server")
         for field, value in expected.items():
+            if field == "tags":  # a repeated header: "red,blue" and "red, blue" are the same value
+                got[field], value = joined(got.get(field)), joined(value)
             if got.get(field) != value:
                 raise CaseFailed(f"{what}: Flask's request.{field} is not what it is under the course's server. "
                                  f"{FLASK_ADVICE[field]}", expected=value, got=got.get(field))
@@ -539,8 +575,9 @@ class CheckResponder:
         self.status = None
         self.headers = None
         self.headers_sent = False
-        self.events: list[tuple] = []  # ("head", status), ("body", bytes), ("finish",)
+        self.events: list[tuple] = []  # ("head", status), ("body", bytes), ("finish",); a Body adds ("close",)
         self.problems: list[str] = []  # rules broken, even if send_body caught the error we raised
+        self.calls = 0  # of start_response: counted here, so that resetting self.status cannot hide a second call
         self.writes = 0
         self.fail_on_write = fail_on_write
 
@@ -551,9 +588,13 @@ class CheckResponder:
                     raise exc_info[1].with_traceback(exc_info[2])
             finally:
                 exc_info = None
-        elif self.status is not None:
+        elif self.calls:
             self._problem("start_response was called a second time without exc_info: to replace the response with a "
                           "500, pass the error, start_response(status, headers, sys.exc_info())")
+        if not (isinstance(status, str) and re.fullmatch(r"\d{3} \S.*", status)):
+            self._problem(f"start_response got the status {status!r}: a status is the code, a space and a reason "
+                          "phrase, such as '500 Internal Server Error'")
+        self.calls += 1
         self.status, self.headers = status, list(headers)
         return self.write
 
@@ -597,10 +638,12 @@ class Body:
 
     ``on_resume(index)`` runs each time the server asks for piece ``index`` > 0, i.e. after it had piece index - 1.
     ``start`` (a function) runs at the first iteration, as a generator app's start_response call does.
+    ``log``, a list (a CheckResponder's events), gets ("close",) when close() is called.
     """
 
-    def __init__(self, pieces, on_resume=None, start=None):
+    def __init__(self, pieces, on_resume=None, start=None, log=None):
         self.pieces = list(pieces)
+        self.log = log  # a responder's events: close() is recorded among them, to see that it came after finish()
         self.on_resume = on_resume
         self.start = start
         self.closed = 0
@@ -619,6 +662,8 @@ class Body:
 
     def close(self):
         self.closed += 1
+        if self.log is not None:
+            self.log.append(("close",))
 
 
 def _started(responder: CheckResponder) -> CheckResponder:
@@ -631,6 +676,13 @@ def _expect_closed(body: Body, when: str) -> None:
         raise CaseFailed(f"{when}, the body's close() was never called. PEP 3333: the server calls close() however "
                          "the response ends (it is where apps release files and database connections): call it in "
                          "a finally block")
+    if body.closed > 1:
+        raise CaseFailed(f"{when}, the body's close() was called {body.closed} times: call it exactly once, in the "
+                         "finally block", expected=1, got=body.closed)
+    events = body.log or []
+    if ("finish",) in events and events.index(("close",)) < events.index(("finish",)):
+        raise CaseFailed(f"{when}, close() was called before finish(): the app may still be needed until the "
+                         "response is complete, so finish() first, then close() (in the finally block)", got=events)
 
 
 def _expect_no_problems(responder: CheckResponder) -> None:
@@ -641,7 +693,7 @@ def _expect_no_problems(responder: CheckResponder) -> None:
 @body_exercise.case("writes each non-empty piece, then finish(), then close()")
 def _(answer):
     responder = _started(CheckResponder())
-    body = Body([b"one ", b"", b"two ", b"three"])
+    body = Body([b"one ", b"", b"two ", b"three"], log=responder.events)
     answer(body, responder)
     _expect_no_problems(responder)
     expect_equal(responder.body, b"one two three", "what went to write()")
@@ -679,7 +731,8 @@ def _(answer):
             late.append(index)
 
     # A generator app calls start_response only when first iterated: send_body must not need it earlier.
-    body = Body([b"row 1\n", b"row 2\n", b"row 3\n"], on_resume, start=lambda: _started(responder))
+    body = Body([b"row 1\n", b"row 2\n", b"row 3\n"], on_resume, start=lambda: _started(responder),
+                log=responder.events)
     answer(body, responder)
     _expect_no_problems(responder)
     if late:
@@ -691,7 +744,7 @@ def _(answer):
 @body_exercise.case("the app fails before any byte went out: a 500 replaces its response, close() is called")
 def _(answer):
     responder = _started(CheckResponder())
-    body = Body([b"", AppCrash("cannot reach the database")])  # an empty piece first: still nothing sent
+    body = Body([b"", AppCrash("cannot reach the database")], log=responder.events)  # b"" first: nothing sent
     try:
         answer(body, responder)
     except AppCrash:
@@ -704,6 +757,9 @@ def _(answer):
     _expect_closed(body, "after the app failed")
     if not responder.status.startswith("500") or ("head", responder.status) not in responder.events:
         raise CaseFailed("the response should be a 500, sent in place of the 200", got=responder.events)
+    if not any(name.lower() == "content-type" for name, _ in responder.headers):
+        raise CaseFailed("the 500 has no Content-Type header: give it ('Content-Type', 'text/plain; charset=utf-8'), "
+                         "so the client knows how to show the message", got=responder.headers)
     if not responder.body or ("finish",) not in responder.events:
         raise CaseFailed("write a short message for the 500 (e.g. b'Internal Server Error\\n'), then finish()",
                          got=responder.events)
@@ -713,7 +769,7 @@ def _(answer):
 def _(answer):
     responder = _started(CheckResponder())
     crash = AppCrash("the template failed half-way")
-    body = Body([b"<html>partial", crash, b"never"])
+    body = Body([b"<html>partial", crash, b"never"], log=responder.events)
     try:
         answer(body, responder)
     except AppCrash as error:
@@ -732,7 +788,7 @@ def _(answer):
 @body_exercise.case("the client disconnects: close() is called, the error goes on, the app is not asked for more")
 def _(answer):
     responder = _started(CheckResponder(fail_on_write=2))
-    body = Body([b"one", b"two", b"three", b"four"])
+    body = Body([b"one", b"two", b"three", b"four"], log=responder.events)
     try:
         answer(body, responder)
     except OSError:
@@ -759,14 +815,16 @@ serve_exercise = Exercise(
         "listener.accept(); conn.settimeout(1); then `with conn, conn.makefile('rb') as rfile:` parse_request(rfile) "
         "(None: the client left). Catch HTTPError (answer send_error(conn, error), then close_gently(conn)) and "
         "OSError (close quietly) around the work on one connection, never around accept().",
-        "The body before the app: Transfer-Encoding -> HTTPError(400) if Content-Length is there too, else "
-        "HTTPError(501); a Content-Length that is not digits -> 400, above MAX_BODY -> 413; then "
-        "body = io.BytesIO(rfile.read(length)). Then environ = make_environ(request, body, "
-        "listener.getsockname()[:2], client_address) and responder = Responder(conn).",
+        "The body before the app: with Transfer-Encoding -> HTTPError(400) if Content-Length is there too or the "
+        "last coding is not chunked (RFC 9112 6.3), else HTTPError(501) (chunked: a coding this server does not "
+        "implement); a Content-Length that is not digits -> 400, above MAX_BODY -> 413; then "
+        "body = io.BytesIO(rfile.read(length)), so wsgi.input ends where the body ends. Then environ = "
+        "make_environ(request, body, listener.getsockname()[:2], client_address) and responder = Responder(conn).",
         "try: result = app(environ, responder.start_response) -- except Exception: "
         "send_error(conn, HTTPError(500, 'the application failed')) -- else: send_body(result, responder). "
-        "An exception out of send_body means the response is cut short: catch Exception around the connection's "
-        "work, so the with block closes the connection and the loop accepts the next client.",
+        "An exception out of send_body means the headers went out and the response is cut short: no 500 now (it "
+        "would land inside the 200's body). Catch Exception around the connection's work and do nothing, so the "
+        "with block closes the connection and the loop accepts the next client.",
     ],
 )
 
@@ -781,7 +839,8 @@ PROBE_ADVICE = {
     "POST with Content-Length": "read Content-Length bytes into io.BytesIO and give that to make_environ",
     "invalid Content-Length": "a Content-Length that is not all digits is a 400",
     "Content-Length and Transfer-Encoding": "both headers: 400, then close",
-    "unknown transfer coding": "this server reads no Transfer-Encoding: answer 501",
+    "unknown transfer coding": "Transfer-Encoding: gzip does not end with chunked, so the body's length is unknown: "
+                               "400, then close (RFC 9112 6.3)",
     "1 GB body announced": "refuse a Content-Length above MAX_BODY with 413, before reading the body",
     "Connection: close": "close the connection after the response",
     "streaming": "send each piece as it comes (exercise 03.3)",
@@ -910,7 +969,8 @@ def _(answer):
             names = ", ".join(f"'{r.name}'" for r in failed)
             advice = PROBE_ADVICE.get(first.name, "")
             raise CaseFailed(f"{len(failed)} of the probe's {len(report.results)} checks failed ({names}). The first, "
-                             f"'{first.name}'" + (f": {advice}" if advice else ""),
+                             f"'{first.name}', " + (f"wants this: {advice}." if advice else
+                                                    "got an answer other than the expected one, shown below."),
                              expected=first.expected, got=first.got)
 
 
@@ -987,14 +1047,62 @@ def _crashes_when_iterated(environ, start_response):
     raise AppCrash("cannot reach the database")
 
 
+LATE_PIECE = b"the first rows of a report"
+
+
+def _crashes_after_a_piece(environ, start_response):
+    start_response("200 OK", [TEXT])
+    yield LATE_PIECE
+    raise AppCrash("cannot reach the database")
+
+
+def _echo(environ, start_response):
+    """Reads wsgi.input with no size, as many apps do: that must end where the body ends."""
+    data = environ["wsgi.input"].read()
+    start_response("200 OK", [TEXT])
+    return [data]
+
+
 def _hello(environ, start_response):
     start_response("200 OK", [TEXT])
     return [b"still here"]
 
 
 def _router(environ, start_response):
-    apps = {"/called": _crashes_when_called, "/iterated": _crashes_when_iterated}
+    apps = {"/called": _crashes_when_called, "/iterated": _crashes_when_iterated, "/late": _crashes_after_a_piece,
+            "/echo": _echo}
     return apps.get(environ["PATH_INFO"], _hello)(environ, start_response)
+
+
+def _still_serving(server, after: str) -> None:
+    """A plain GET must be answered: nothing that went before may have ended the server's loop."""
+    try:
+        status, body = _exchange(server, b"GET /ok HTTP/1.1\r\nHost: check\r\n\r\n", f"GET /ok after {after}")
+    except CaseFailed as failure:  # refused, reset or unanswered, depending on when the loop died
+        raise CaseFailed(f"after {after}, the next request got no answer ({failure.message}): your server stopped "
+                         "serving. Catch Exception around the work on one connection, so that nothing a client or "
+                         "an app does ends the loop") from None
+    expect_equal((status, body), (200, b"still here"), f"GET /ok after {after}")
+
+
+CHUNKED = b"5\r\nhello\r\n0\r\n\r\n"
+# (what, request, status, why): RFC 9112 section 6, for a server that implements no transfer coding.
+TRANSFER_CODINGS = [
+    ("Transfer-Encoding: chunked",
+     b"POST /echo HTTP/1.1\r\nHost: check\r\nTransfer-Encoding: chunked\r\n\r\n" + CHUNKED, 501,
+     "chunked is a valid framing this server does not implement: 501 Not Implemented (RFC 9112 6.1), then close"),
+    ("Transfer-Encoding: gzip",
+     b"POST /echo HTTP/1.1\r\nHost: check\r\nTransfer-Encoding: gzip\r\n\r\nhello", 400,
+     "the last transfer coding is not chunked, so nobody can tell where the body ends: 400, then close "
+     "(RFC 9112 6.3)"),
+    ("Transfer-Encoding: chunked, gzip",
+     b"POST /echo HTTP/1.1\r\nHost: check\r\nTransfer-Encoding: chunked, gzip\r\n\r\nhello", 400,
+     "the LAST coding decides: it is gzip, not chunked, so the body's end is unknown: 400, then close "
+     "(RFC 9112 6.3)"),
+    ("both Content-Length and Transfer-Encoding",
+     b"POST /echo HTTP/1.1\r\nHost: check\r\nContent-Length: 6\r\nTransfer-Encoding: chunked\r\n\r\n" + CHUNKED,
+     400, "two framings that may disagree (request smuggling): 400, then close"),
+]
 
 
 @serve_exercise.case("malformed requests get 400, failing apps 500, and the server keeps serving",
@@ -1007,6 +1115,10 @@ def _(answer):
         for name, raw in bad.items():
             status, _ = _exchange(server, raw, f"a request with {name}")
             expect_equal(status, 400, f"the status for a request with {name}")
+        for name, raw, expected, why in TRANSFER_CODINGS:
+            status, _ = _exchange(server, raw, f"a request with {name}")
+            if status != expected:
+                raise CaseFailed(f"a request with {name}: {why}", expected=expected, got=status)
         for path, when in (("/called", "when called"), ("/iterated", "while its body was iterated")):
             advice = f"the app failed {when}, before any byte of its response was sent: the client should get a 500"
             try:
@@ -1016,8 +1128,69 @@ def _(answer):
                 raise CaseFailed(f"{advice}. Instead: {failure.message}", got=failure.got) from None
             if status != 500:
                 raise CaseFailed(advice, expected=500, got=status)
-        status, body = _exchange(server, b"GET /ok HTTP/1.1\r\nHost: check\r\n\r\n", "GET /ok after all that")
-        expect_equal((status, body), (200, b"still here"), "GET /ok after the bad requests and failing apps")
+        _still_serving(server, "the bad requests and failing apps")
+
+
+@serve_exercise.case("an app that fails after its first piece: the 200 and that piece, the connection closed, and "
+                     "the next request served", timeout=SERVER_CASE_TIMEOUT)
+def _(answer):
+    with _serve(answer, _router) as server:
+        status, body = _exchange(server, b"GET /late HTTP/1.1\r\nHost: check\r\n\r\n", "GET /late")
+        if b"HTTP/1.1 500" in body:
+            raise CaseFailed("GET /late: the app failed after its 200 and first piece were on the wire, and your "
+                             "server then sent a 500, which the client reads as part of the 200's body. Once the "
+                             "headers went out, an exception out of send_body must not become a 500: just close the "
+                             "connection", expected=LATE_PIECE, got=body)
+        expect_equal((status, body), (200, LATE_PIECE), "GET /late: the status and the piece sent before the app "
+                                                         "failed, then the connection closed")
+        _still_serving(server, "an app that failed half-way through its body")
+
+
+@serve_exercise.case("wsgi.input ends at Content-Length: an app's read() with no size gets the body at once",
+                     timeout=SERVER_CASE_TIMEOUT)
+def _(answer):
+    data = b"name=ada&lang=en"
+    raw = b"POST /echo HTTP/1.1\r\nHost: check\r\nContent-Length: %d\r\n\r\n%s" % (len(data), data)
+    with _serve(answer, _router) as server:
+        started = time.monotonic()
+        status, body = _exchange(server, raw, "POST /echo, whose app calls environ['wsgi.input'].read()")
+        waited = time.monotonic() - started
+        advice = ("wsgi.input must hold exactly the Content-Length bytes of the body: give make_environ "
+                  "io.BytesIO(rfile.read(length)), not the connection's file, on which read() waits for more")
+        if status != 200 or body != data:
+            raise CaseFailed(f"POST /echo: the app read environ['wsgi.input'].read() and echoed it. {advice}",
+                             expected=(200, data), got=(status, body))
+        if waited > 0.8:
+            raise CaseFailed(f"POST /echo took {waited:.1f} s: read() on wsgi.input waited for bytes that never "
+                             f"came. {advice}")
+
+
+@serve_exercise.case("a body too large gets its 413, though the client is still sending (close_gently)",
+                     timeout=SERVER_CASE_TIMEOUT)
+def _(answer):
+    head = b"POST /echo HTTP/1.1\r\nHost: check\r\nContent-Length: 2000000\r\n\r\n"
+    with _serve(answer, _router) as server:
+        data = b""
+        with _connect(server) as sock:
+            try:
+                # The start of the body comes with the head: the server answers without reading it, and those bytes
+                # are still unread in its socket when it is done.
+                sock.sendall(head + b"x" * 32768)
+                while piece := sock.recv(65536):
+                    data += piece
+            except ConnectionError as error:
+                raise CaseFailed(f"the connection was reset ({error}) and the 413 was lost: closing a connection "
+                                 "with unread bytes makes the kernel reset it. After send_error(conn, error), call "
+                                 "close_gently(conn), which lets the client read the answer first",
+                                 got=data) from None
+            except TimeoutError:
+                raise CaseFailed(f"no complete answer within {SOCKET_TIMEOUT:g} s to a request announcing a "
+                                 "2 MB body: answer 413 at once, without reading the body", got=data) from None
+        if not data:
+            raise CaseFailed("the server closed the connection without an answer to a request announcing a 2 MB "
+                             "body: answer 413, then close_gently(conn)")
+        status_line, _, _ = parse_response(data, "POST with a 2 MB body announced")
+        expect_equal(status_line.split(" ")[1], "413", "the status for a body above MAX_BODY")
 
 
 @serve_exercise.case("a client that connects and stays silent is dropped, so others get served",
