@@ -15,8 +15,10 @@ test: $(VENV)/.installed
 exercises: $(VENV)/.installed
 	$(BIN)/python -m gatewaylab.build
 
+# Both print their figures and exit non-zero when a target is missed; the second uses wrk if installed.
 benchmark: $(VENV)/.installed
 	$(BIN)/python benchmarks/load_driver.py
+	$(BIN)/python benchmarks/wsgi_server.py
 
 binder-link: $(VENV)/.installed
 	$(BIN)/python -m gatewaylab.binder
