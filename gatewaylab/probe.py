@@ -503,6 +503,8 @@ def parse_address(target):
 
 
 # Okabe-Ito colours (safe for colour-blind readers), and the word PASS/FAIL/INFO says it without colour too.
+# JupyterLab right-aligns table cells; text reads better from the left (inline, so it survives HTML sanitising).
+LEFT = "style='text-align:left;vertical-align:top'"
 STYLE = {True: "color:#009E73;font-weight:bold", False: "color:#D55E00;font-weight:bold", None: "color:#0072B2"}
 
 
@@ -539,11 +541,12 @@ class ProbeReport:
 
     def _repr_html_(self):
         rows = "".join(
-            f"<tr><td style='{STYLE[r.passed]}'>{r.mark}</td><td>{html.escape(r.category)}</td>"
-            f"<td>{html.escape(r.name)}</td><td>{html.escape(r.expected)}</td><td>{html.escape(r.got)}</td></tr>"
+            f"<tr><td style='{STYLE[r.passed]}'>{r.mark}</td><td {LEFT}>{html.escape(r.category)}</td>"
+            f"<td {LEFT}>{html.escape(r.name)}</td><td {LEFT}>{html.escape(r.expected)}</td>"
+            f"<td {LEFT}>{html.escape(r.got)}</td></tr>"
             for r in self.results)
-        return (f"<p><b>{html.escape(self.summary())}</b></p><table><thead><tr><th>result</th><th>kind</th>"
-                f"<th>check</th><th>expected</th><th>got</th></tr></thead><tbody>{rows}</tbody></table>")
+        return (f"<p><b>{html.escape(self.summary())}</b></p><table><thead><tr><th>result</th><th {LEFT}>kind</th>"
+                f"<th {LEFT}>check</th><th {LEFT}>expected</th><th {LEFT}>got</th></tr></thead><tbody>{rows}</tbody></table>")
 
 
 def probe(target, *, checks=None, timeout=None):
@@ -594,9 +597,9 @@ class SideBySide:
             cells = "".join(
                 f"<td style='{STYLE[r.passed]}'>{r.mark}<br><span style='font-weight:normal'>{html.escape(r.got)}"
                 "</span></td>" if r else "<td></td>" for r in results)
-            body += f"<tr><td><b>{html.escape(name)}</b><br>{html.escape(expected)}</td>{cells}</tr>"
+            body += f"<tr><td {LEFT}><b>{html.escape(name)}</b><br>{html.escape(expected)}</td>{cells}</tr>"
         summaries = "<br>".join(html.escape(report.summary()) for report in self.reports.values())
-        return f"<table><thead><tr><th>check (expected)</th>{head}</tr></thead><tbody>{body}</tbody></table>" \
+        return f"<table><thead><tr><th {LEFT}>check (expected)</th>{head}</tr></thead><tbody>{body}</tbody></table>" \
                f"<p>{summaries}</p>"
 
 
