@@ -41,6 +41,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from gatewaylab.html_style import LEFT
+
 __all__ = [
     "CaseFailed",
     "expect_equal",
@@ -63,9 +65,6 @@ _ABSENT: Any = type("_Absent", (), {"__repr__": lambda self: "<absent>"})()
 
 # Text the build puts in every stub (see gatewaylab.build); finding it in the answer's code means "not solved yet".
 STUB_MARKER = "replace this line with your code"
-
-# JupyterLab right-aligns table cells; text reads better from the left (inline, so it survives HTML sanitising).
-LEFT = "text-align:left;vertical-align:top"
 
 TIMEOUT_ADVICE = "look for a loop that never ends or a read that waits for bytes that never come"
 
@@ -296,8 +295,8 @@ class Report:
                 f'{mark}</td><td style="{LEFT}">{html.escape(r.name)}</td>'
                 f'<td style="{LEFT};white-space:pre-wrap">{html.escape(r.message)}{values}</td></tr>')
         table = (
-            '<table style="border-collapse:collapse;font-size:90%"><thead><tr><th></th><th style="text-align:left">case'
-            '</th><th style="text-align:left">result</th></tr></thead><tbody>' + "".join(rows) + "</tbody></table>"
+            f'<table style="border-collapse:collapse;font-size:90%"><thead><tr><th></th><th style="{LEFT}">case'
+            f'</th><th style="{LEFT}">result</th></tr></thead><tbody>' + "".join(rows) + "</tbody></table>"
             if rows else "")
         return (f'<div class="gatewaylab-report gatewaylab-{state}" style="border-left:4px solid {colours[state]};'
                 f'padding:2px 8px"><div style="font-weight:bold">{html.escape(self.headline())}</div>{table}</div>')

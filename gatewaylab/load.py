@@ -34,6 +34,8 @@ from dataclasses import dataclass
 from typing import Callable
 from urllib.parse import urlsplit
 
+from gatewaylab.html_style import LEFT
+
 __all__ = ["load", "run_load", "LoadResult", "RequestRecord", "format_seconds", "format_rate"]
 
 PROGRESS_INTERVAL = 0.05  # seconds between progress calls: ~20 a second is smooth, and cheap for a widget
@@ -145,7 +147,7 @@ class LoadResult:
                      (("p50", self.percentile(50)), ("p95", self.percentile(95)), ("max", max(self.latencies)))]
         for error, n in self.error_counts.most_common():
             rows.append((error, n))
-        body = "".join(f"<tr><th style='text-align:left'>{html.escape(str(name))}</th>"
+        body = "".join(f"<tr><th style='{LEFT}'>{html.escape(str(name))}</th>"
                        f"<td style='text-align:right'>{html.escape(str(value))}</td></tr>" for name, value in rows)
         caption = html.escape(self.label or self.url)
         return f"<table><caption>{caption}</caption>{body}</table><p>{html.escape(self.summary())}</p>"

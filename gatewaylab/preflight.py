@@ -16,6 +16,8 @@ import sys
 import time
 from dataclasses import dataclass
 
+from gatewaylab.html_style import LEFT
+
 # The packages the lessons import, with the oldest version the course was tested against.
 PACKAGES = {
     "jupyterlab": "4.0", "ipywidgets": "8.1", "httpx": "0.27", "uvicorn": "0.30", "h11": "0.14",
@@ -123,7 +125,7 @@ class Report:
     __repr__ = __str__
 
     def _repr_html_(self) -> str:
-        left = "style='text-align:left'"  # JupyterLab right-aligns table cells by default
+        left = f"style='{LEFT}'"
         rows = "".join(
             f"<tr><td>{'✅' if item.ok else '❌'}</td><td {left}>{html.escape(item.name)}</td>"
             f"<td {left}>{html.escape(item.found)}</td><td {left}>{html.escape(item.advice)}</td></tr>"

@@ -19,6 +19,8 @@ from urllib.parse import parse_qs, urlsplit
 
 import h11
 
+from gatewaylab.html_style import LEFT
+
 __all__ = ["probe", "probe_side_by_side", "probe_app", "probe_asgi_app", "ProbeReport", "SideBySide", "CheckResult",
            "CHECKS"]
 
@@ -503,8 +505,7 @@ def parse_address(target):
 
 
 # Okabe-Ito colours (safe for colour-blind readers), and the word PASS/FAIL/INFO says it without colour too.
-# JupyterLab right-aligns table cells; text reads better from the left (inline, so it survives HTML sanitising).
-LEFT = "style='text-align:left;vertical-align:top'"
+LEFT_CELL = f"style='{LEFT}'"  # as an attribute, for the tables below
 STYLE = {True: "color:#009E73;font-weight:bold", False: "color:#D55E00;font-weight:bold", None: "color:#0072B2"}
 
 
@@ -541,12 +542,12 @@ class ProbeReport:
 
     def _repr_html_(self):
         rows = "".join(
-            f"<tr><td style='{STYLE[r.passed]}'>{r.mark}</td><td {LEFT}>{html.escape(r.category)}</td>"
-            f"<td {LEFT}>{html.escape(r.name)}</td><td {LEFT}>{html.escape(r.expected)}</td>"
-            f"<td {LEFT}>{html.escape(r.got)}</td></tr>"
+            f"<tr><td style='{STYLE[r.passed]}'>{r.mark}</td><td {LEFT_CELL}>{html.escape(r.category)}</td>"
+            f"<td {LEFT_CELL}>{html.escape(r.name)}</td><td {LEFT_CELL}>{html.escape(r.expected)}</td>"
+            f"<td {LEFT_CELL}>{html.escape(r.got)}</td></tr>"
             for r in self.results)
-        return (f"<p><b>{html.escape(self.summary())}</b></p><table><thead><tr><th>result</th><th {LEFT}>kind</th>"
-                f"<th {LEFT}>check</th><th {LEFT}>expected</th><th {LEFT}>got</th></tr></thead><tbody>{rows}</tbody></table>")
+        return (f"<p><b>{html.escape(self.summary())}</b></p><table><thead><tr><th>result</th><th {LEFT_CELL}>kind</th>"
+                f"<th {LEFT_CELL}>check</th><th {LEFT_CELL}>expected</th><th {LEFT_CELL}>got</th></tr></thead><tbody>{rows}</tbody></table>")
 
 
 def probe(target, *, checks=None, timeout=None):
@@ -597,9 +598,9 @@ class SideBySide:
             cells = "".join(
                 f"<td style='{STYLE[r.passed]}'>{r.mark}<br><span style='font-weight:normal'>{html.escape(r.got)}"
                 "</span></td>" if r else "<td></td>" for r in results)
-            body += f"<tr><td {LEFT}><b>{html.escape(name)}</b><br>{html.escape(expected)}</td>{cells}</tr>"
+            body += f"<tr><td {LEFT_CELL}><b>{html.escape(name)}</b><br>{html.escape(expected)}</td>{cells}</tr>"
         summaries = "<br>".join(html.escape(report.summary()) for report in self.reports.values())
-        return f"<table><thead><tr><th {LEFT}>check (expected)</th>{head}</tr></thead><tbody>{body}</tbody></table>" \
+        return f"<table><thead><tr><th {LEFT_CELL}>check (expected)</th>{head}</tr></thead><tbody>{body}</tbody></table>" \
                f"<p>{summaries}</p>"
 
 

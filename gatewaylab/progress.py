@@ -23,6 +23,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from gatewaylab.html_style import LEFT
+
 __all__ = ["progress_path", "load_progress", "record", "dashboard", "Dashboard"]
 
 VERSION = 1
@@ -172,14 +174,14 @@ class Dashboard:
                 f'<span title="{html.escape(ex_id)} {html.escape(title)}: {labels[mark]}" '
                 f'style="color:{colours[mark]};white-space:nowrap">{mark}&nbsp;{html.escape(ex_id)}</span>'
                 for mark, ex_id, title in r.marks)
-            body.append(f"<tr><td style='text-align:left'>Lesson {r.lesson}</td><td>{r.solved}/{r.total}</td><td>{r.score}/{r.points}</td>"
-                        f"<td style='text-align:left'>{marks}</td></tr>")
+            body.append(f"<tr><td style='{LEFT}'>Lesson {r.lesson}</td><td>{r.solved}/{r.total}</td><td>{r.score}/{r.points}</td>"
+                        f"<td style='{LEFT}'>{marks}</td></tr>")
         solved, total, score, points = self.totals
         return ('<table class="gatewaylab-dashboard" style="border-collapse:collapse">'
                 "<caption>Progress: ✓ solved, ✗ tried, · not tried yet</caption>"
-                '<thead><tr><th style="text-align:left">lesson</th><th>solved</th><th>points</th>'
-                '<th style="text-align:left">exercises</th></tr></thead><tbody>' + "".join(body) + "</tbody>"
-                f'<tfoot><tr style="font-weight:bold"><td style="text-align:left">Total</td><td>{solved}/{total}</td>'
+                f'<thead><tr><th style="{LEFT}">lesson</th><th>solved</th><th>points</th>'
+                f'<th style="{LEFT}">exercises</th></tr></thead><tbody>' + "".join(body) + "</tbody>"
+                f'<tfoot><tr style="font-weight:bold"><td style="{LEFT}">Total</td><td>{solved}/{total}</td>'
                 f"<td>{score}/{points}</td><td></td></tr></tfoot></table>")
 
     def _repr_mimebundle_(self, include=None, exclude=None) -> dict[str, str]:
