@@ -8,6 +8,7 @@ but what it does, it does by the rules of PEP 3333 and RFC 9112.
 """
 import argparse
 import email.utils
+import functools
 import importlib
 import io
 import logging
@@ -278,11 +279,19 @@ def choose_framing(method, version, status, headers, body_length, keep_alive):
     return Framing(added, has_body, chunked, limit, keep_alive)
 
 
+@functools.lru_cache(maxsize=1)
+def http_date(second):
+    """The Date header's value (RFC 9110 5.6.7) for a time in whole seconds. Formatting a date costs as much as all
+    the rest of a small response's head, so a server formats it once a second (as uvicorn does): call it with
+    int(time.time()), and the cache answers the same second's calls."""
+    return email.utils.formatdate(second, usegmt=True)
+
+
 def build_head(status, headers):
     """The status line and the header block, with Date and Server added unless the headers have them."""
     names = {name.lower() for name, _ in headers}
     if "date" not in names:
-        headers = headers + [("Date", email.utils.formatdate(usegmt=True))]  # RFC 9110 6.6.1: servers send one
+        headers = headers + [("Date", http_date(int(time.time())))]  # RFC 9110 6.6.1: servers send one
     if "server" not in names:
         headers = headers + [("Server", "gatewaylab")]
     lines = [f"HTTP/1.1 {status}\r\n"] + [f"{name}: {value}\r\n" for name, value in headers] + ["\r\n"]
@@ -422,7 +431,7 @@ def send_error(sock, error):
     """Answer a request the server refuses (or an app that failed) with lesson 01's error response, plus a Date."""
     # RFC 9110 section 6.6.1: a server with a clock sends Date on 4xx and 5xx responses too.
     status_line, _, rest = error_response(error).partition(b"\r\n")
-    date = f"Date: {email.utils.formatdate(usegmt=True)}\r\n".encode("latin-1")
+    date = f"Date: {http_date(int(time.time()))}\r\n".encode("latin-1")
     try:
         sock.sendall(status_line + b"\r\n" + date + rest)
     except OSError:
@@ -431,72 +440,35 @@ def send_error(sock, error):
 
 # --- The server ---------------------------------------------------------------------------------------------------
 
-class Connections:
-    """A server's open connections, and which of them are idle (waiting for their next request).
+class Connection:
+    """One client's connection: its socket with a timeout on every read, a buffered reader on it, and since when it
+    has been idle (waiting for the client's next request)."""
 
-    shutdown() needs to know: it ends an idle connection at once, but lets a busy one finish its response.
-    Connections accepted but still waiting for a free worker thread are counted too.
-    """
+    def __init__(self, sock, client_address, timeout):
+        sock.settimeout(timeout)  # a client silent half-way through a request is dropped
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # send small responses now, not 40 ms later
+        self.sock, self.client_address, self.timeout = sock, client_address, timeout
+        self.rfile = sock.makefile("rb")
+        self.idle_since = time.monotonic()
+        self.watched = False  # registered with the server's selector?
 
-    def __init__(self):
-        self.lock = threading.Condition()
-        self.sockets = {}  # open client socket -> True while it is idle
-        self.queued = 0  # accepted connections that wait for a worker thread
-        self.stopping = False
+    def request_waiting(self):
+        """Has the client sent (part of) its next request already? Looks without waiting.
 
-    def queue(self):
-        with self.lock:
-            self.queued += 1
+        The selector only sees bytes still in the kernel; a client that sends two requests at once (pipelining) may
+        have its second one in our buffer already, where no selector will ever report it.
+        """
+        self.sock.settimeout(0)  # for a moment: a read that would wait fails at once instead
+        try:
+            return bool(self.rfile.peek(1))
+        except OSError:
+            return False  # the selector will report the reset or the close, and the next read will see it
+        finally:
+            self.sock.settimeout(self.timeout)
 
-    def open(self, sock, queued):
-        with self.lock:
-            if queued:
-                self.queued -= 1
-            self.sockets[sock] = False
-
-    def close(self, sock):
-        with self.lock:
-            del self.sockets[sock]
-            self.lock.notify_all()
-
-    def wait_for_request(self, sock):
-        """Mark the connection idle; False if the server is stopping, and the connection should end instead."""
-        with self.lock:
-            self.sockets[sock] = not self.stopping
-            return not self.stopping
-
-    def busy(self, sock):
-        with self.lock:
-            self.sockets[sock] = False
-
-    def stop(self, grace=None):
-        """Mark the server as stopping and end the idle connections now. With `grace`, also wait that long for the
-        busy ones to finish their response, then cut them off too."""
-        with self.lock:
-            self.stopping = True
-            self.cut(idle_only=True)
-            if grace is not None and not self.lock.wait_for(lambda: not self.sockets, grace):
-                self.cut(idle_only=False)
-
-    def cut(self, idle_only):
-        """Shut sockets down: the thread serving one then sees the end of the stream on its next read (its next
-        write fails), and moves on."""
-        for sock, idle in self.sockets.items():
-            if idle or not idle_only:
-                try:
-                    sock.shutdown(socket.SHUT_RD if idle_only else socket.SHUT_RDWR)
-                except OSError:
-                    pass  # the client has closed it already
-
-
-def nobody_waiting(server):
-    """May a connection stay open after its response? Not if another client waits for this thread (or the server is
-    stopping): one idle keep-alive client must not hold the server, or a worker, while others queue."""
-    if server.connections.stopping:
-        return False
-    if server.threads == 1:
-        return not any(key.fileobj is server.socket for key, _ in server.selector.select(0))  # none in the backlog
-    return server.connections.queued == 0
+    def close(self):
+        self.rfile.close()
+        self.sock.close()
 
 
 def read_request(rfile):
@@ -513,11 +485,13 @@ def read_request(rfile):
         raise HTTPError(408, "the request head did not arrive in time") from None
 
 
-def handle_request(server, request, rfile, sock, client_address):
+def handle_request(server, request, connection):
     """Answer one request with server.app. Returns True if the connection may carry another one."""
+    sock, rfile = connection.sock, connection.rfile
     body, length = open_body(request, rfile, sock, server.max_body)
-    environ = make_environ(request, body, length, server.server_address, client_address, server.threads > 1)
-    response = Response(sock, request, server_allows_keep_alive=lambda: nobody_waiting(server))
+    environ = make_environ(request, body, length, server.server_address, connection.client_address,
+                           server.threads > 1)
+    response = Response(sock, request, server_allows_keep_alive=lambda: not server.stopping)
     try:
         keep_alive = run_app(server.app, environ, response)
     except ClientDisconnected:
@@ -535,34 +509,33 @@ def handle_request(server, request, rfile, sock, client_address):
     return keep_alive
 
 
-def serve_connection(server, sock, client_address, queued=False):
-    """Serve the requests of one connection, one after another, until either side closes it."""
-    sock.settimeout(server.timeout)  # a silent client, idle or half-way through a request, is dropped
-    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # send small responses now, not 40 ms later
-    rfile = sock.makefile("rb")
-    server.connections.open(sock, queued)
+def serve_connection(server, connection):
+    """Serve the requests a client has sent on a connection, one after another.
+
+    Returns True when the client has nothing more to ask for now: the connection stays open, idle, and the server
+    waits for its next request together with all the other idle ones. Returns False when the connection is done
+    with; the caller closes it.
+    """
     try:
-        while server.connections.wait_for_request(sock):
-            request = read_request(rfile)
-            server.connections.busy(sock)
+        while True:
+            request = read_request(connection.rfile)
             if request is None:
-                break  # the client closed the connection, or never began another request
-            if not handle_request(server, request, rfile, sock, client_address):
+                return False  # the client closed the connection (or, waiting here, stayed silent too long)
+            if not handle_request(server, request, connection):
                 if request.keep_alive:
-                    close_gently(sock)  # the client may have sent its next request already
-                break
+                    close_gently(connection.sock)  # the client may have sent its next request already
+                return False
+            if not connection.request_waiting():
+                return True
     except HTTPError as error:
         # A malformed or stalled request. After an answer we close: we can't tell where the next request would begin.
-        send_error(sock, error)
-        close_gently(sock)
+        send_error(connection.sock, error)
+        close_gently(connection.sock)
     except OSError:
         pass  # the client closed or reset the connection, or went silent in the middle of a request body
     except Exception:
-        log.exception("error while serving %s:%s", *client_address[:2])  # a bug must not stop the server
-    finally:
-        rfile.close()
-        sock.close()
-        server.connections.close(sock)
+        log.exception("error while serving %s:%s", *connection.client_address[:2])  # a bug must not stop the server
+    return False
 
 
 def check_options(app, threads, backlog, timeout, max_body):
@@ -578,8 +551,12 @@ def check_options(app, threads, backlog, timeout, max_body):
 
 
 class WSGIServer:
-    """Listens on a socket and serves each connection: in the serving thread itself (threads=1, the sequential
-    server), or in a pool of `threads` worker threads."""
+    """Listens on a socket and serves its connections: in the serving thread itself (threads=1, the sequential
+    server), or in a pool of `threads` worker threads.
+
+    One selector watches the listening socket and every idle connection, so an idle keep-alive client holds no
+    thread: a connection is served when its client sends a request, and goes back to the selector after the answer.
+    """
 
     def __init__(self, app, host="127.0.0.1", port=8000, *, threads=1, backlog=1024, timeout=TIMEOUT,
                  max_body=MAX_BODY):
@@ -590,32 +567,37 @@ class WSGIServer:
         # or retry later. (create_server also sets SO_REUSEADDR, so a restarted server can bind the port again.)
         self.socket = socket.create_server((host, port), family=family, backlog=backlog)
         self.server_address = self.socket.getsockname()[:2]
-        self.waker, self.wakeup = socket.socketpair()  # shutdown() writes to one so serve_forever wakes at once
+        self.waker, self.wakeup = socket.socketpair()  # a byte on it wakes serve_forever: shutdown, a worker done
+        self.waker.setblocking(False)
         self.wakeup.setblocking(False)
         self.selector = selectors.DefaultSelector()
         self.selector.register(self.socket, selectors.EVENT_READ)
         self.selector.register(self.wakeup, selectors.EVENT_READ)
-        self.connections = Connections()
+        self.idle = {}  # socket -> idle Connection; a dict keeps insertion order, so the longest idle comes first
+        self.lock = threading.Condition()  # guards what worker threads share with serve_forever:
+        self.busy = set()  # connections handed to a worker thread
+        self.done = []  # connections a worker has served, to go back to the selector
+        self.stopping = False
         self.stopped = threading.Event()
         self.stopped.set()
 
     def serve_forever(self, poll_interval=0.5):
-        """Accept connections until shutdown() is called (or Ctrl-C in this thread), then close them all."""
+        """Serve until shutdown() is called (or Ctrl-C in this thread), then close every connection."""
         self.stopped.clear()
         pool = ThreadPoolExecutor(self.threads, "gatewaylab-wsgi") if self.threads > 1 else None
         try:
-            while not self.connections.stopping:
-                for key, _ in self.selector.select(poll_interval):
+            while not self.stopping:
+                for key, _ in self.selector.select(self.wait_time(poll_interval)):
                     if key.fileobj is self.socket:
                         self.accept(pool)
+                    elif key.fileobj is self.wakeup:
+                        self.wakeup.recv(4096)
+                        self.take_back()
                     else:
-                        self.wakeup.recv(64)
+                        self.serve(key.data, pool)  # an idle connection's client sent something
+                self.close_idle(older_than=self.timeout)
         finally:
-            self.connections.stop(grace=self.timeout)
-            if pool is not None:
-                pool.shutdown(wait=True)  # queued connections are closed unanswered; workers finish
-            self.connections.stopping = False  # (so that serve_forever() may run again)
-            self.stopped.set()
+            self.close_all(pool)
 
     def accept(self, pool):
         try:
@@ -623,20 +605,123 @@ class WSGIServer:
         except OSError as error:  # e.g. out of file descriptors; the next loop tries again
             log.warning("accept() failed: %s", error)
             return
-        if pool is None:
-            self.handle_connection(sock, client_address)  # the sequential server: one connection at a time
+        connection = Connection(sock, client_address, self.timeout)
+        if connection.request_waiting():
+            self.serve(connection, pool)  # most clients send their request at once: no need to wait for it
         else:
-            self.connections.queue()
-            pool.submit(self.handle_connection, sock, client_address, queued=True)
+            self.wait_for_request(connection)
 
-    def handle_connection(self, sock, client_address, queued=False):
-        """Serve one accepted connection with serve_connection() (lesson 04's forked workers call this too)."""
-        serve_connection(self, sock, client_address, queued)
+    def wait_for_request(self, connection):
+        """Put a connection among the idle ones, watched by the selector until its client sends something."""
+        connection.idle_since = time.monotonic()
+        self.idle[connection.sock] = connection
+        if not connection.watched:
+            self.selector.register(connection.sock, selectors.EVENT_READ, connection)
+            connection.watched = True
+
+    def unwatch(self, connection):
+        if connection.watched:
+            self.selector.unregister(connection.sock)
+            connection.watched = False
+
+    def serve(self, connection, pool):
+        """Serve a connection whose client has sent something: here (the sequential server) or in a worker."""
+        self.idle.pop(connection.sock, None)
+        if pool is None:
+            # The selector may keep watching it: nothing else reads from it meanwhile. (Unwatching and watching it
+            # again for every request would cost a quarter of this server's time.)
+            if serve_connection(self, connection):
+                self.wait_for_request(connection)
+            else:
+                self.unwatch(connection)
+                connection.close()
+        else:
+            # While a worker reads from it, the selector must not watch it: it would report the same bytes again.
+            self.unwatch(connection)
+            with self.lock:
+                self.busy.add(connection)
+            pool.submit(self.serve_in_worker, connection)
+
+    def serve_in_worker(self, connection):
+        keep = serve_connection(self, connection)
+        with self.lock:
+            self.busy.discard(connection)
+            keep = keep and not self.stopping
+            first = keep and not self.done  # (a later one finds serve_forever awake already)
+            if keep:
+                self.done.append(connection)
+            self.lock.notify_all()
+        if not keep:
+            connection.close()
+        elif first:
+            self.wake()  # serve_forever takes it back
+
+    def wake(self):
+        """Wake serve_forever from its select()."""
+        try:
+            self.waker.send(b"x")
+        except BlockingIOError:
+            pass  # the socketpair is full of wake-ups already
+
+    def take_back(self):
+        """Put the connections the workers have served back in the selector."""
+        with self.lock:
+            done, self.done = self.done, []
+        for connection in done:
+            self.wait_for_request(connection)
+
+    def wait_time(self, poll_interval):
+        """How long select() may wait: until the longest-idle connection times out, at most poll_interval."""
+        for connection in self.idle.values():
+            return max(0.0, min(poll_interval, connection.idle_since + self.timeout - time.monotonic()))
+        return poll_interval
+
+    def close_idle(self, older_than):
+        """Close the connections idle for `older_than` seconds or more, without a word, as clients expect."""
+        now = time.monotonic()
+        while self.idle:
+            connection = next(iter(self.idle.values()))  # the longest idle
+            if now - connection.idle_since < older_than:
+                return
+            del self.idle[connection.sock]
+            self.unwatch(connection)
+            connection.close()
+
+    def close_all(self, pool):
+        """Close the idle connections now; give the busy ones `timeout` seconds to finish, then cut them off."""
+        with self.lock:
+            self.stopping = True  # (a Ctrl-C has not set it)
+        self.close_idle(older_than=0)
+        if pool is not None:
+            with self.lock:
+                if not self.lock.wait_for(lambda: not self.busy, self.timeout):
+                    for connection in self.busy:
+                        try:
+                            connection.sock.shutdown(socket.SHUT_RDWR)  # its worker's next read or write fails
+                        except OSError:
+                            pass  # the client has closed it already
+            pool.shutdown(wait=True)
+        for connection in self.done:  # served before the stop, not yet taken back
+            connection.close()
+        self.done = []
+        self.stopping = False  # (so that serve_forever() may run again)
+        self.stopped.set()
+
+    def handle_connection(self, sock, client_address):
+        """Serve one connection in this thread until it closes, waiting for each request in turn (lesson 04's
+        forked workers do this: each is a sequential server of its own)."""
+        connection = Connection(sock, client_address, self.timeout)
+        try:
+            while serve_connection(self, connection):
+                pass  # its next read_request() waits for the next request, up to the timeout
+        finally:
+            connection.close()
 
     def shutdown(self):
         """Stop serve_forever() and return once it has, with every connection closed and every worker done."""
-        self.connections.stop()  # ends idle connections now: the sequential server may be waiting on one
-        self.waker.send(b"x")
+        with self.lock:
+            self.stopping = True
+        self.wake()
         self.stopped.wait()
 
     def server_close(self):

@@ -36,6 +36,12 @@ def app(environ, start_response):
     return [b"echo: " + body if path == "/echo" else b"ok"]
 
 
+def open_connections(server):
+    """Connections the server holds: idle ones in its selector, busy ones in a worker, served ones on the way back."""
+    with server.lock:
+        return len(server.idle) + len(server.busy) + len(server.done)
+
+
 @pytest.fixture(scope="module")
 def servers():
     """A sequential server and a pooled one; on the way out, check that nothing was left open or running."""
@@ -50,9 +56,9 @@ def servers():
     try:
         yield [server for server, _ in started]
         deadline = time.monotonic() + 2  # (the last connection's thread may still be closing it)
-        while any(server.connections.sockets for server, _ in started) and time.monotonic() < deadline:
+        while any(open_connections(server) for server, _ in started) and time.monotonic() < deadline:
             time.sleep(0.01)
-        left_open = [len(server.connections.sockets) for server, _ in started]
+        left_open = [open_connections(server) for server, _ in started]
     finally:
         for server, thread in started:
             server.shutdown()

@@ -661,18 +661,21 @@ def test_pipelined_requests_are_answered_in_order():
     assert received.index(b"\r\n\r\n/1") < received.index(b"\r\n\r\n/2") < received.index(b"\r\n\r\n/3")
 
 
-def test_the_sequential_server_closes_a_keep_alive_connection_when_another_client_waits():
-    with running(hello_app) as server:
-        first, second = connect(server), connect(server)  # the second waits in the backlog
+@pytest.mark.parametrize("threads", [1, 2])
+def test_idle_keep_alive_clients_hold_no_thread(threads):
+    """Three clients keep their connections open, idle, between requests: the sequential server (and a pool of 2)
+    serves every one of them, and each connection is still the same, kept alive."""
+    with running(hello_app, threads=threads) as server:
+        clients = [connect(server) for _ in range(3)]
         try:
-            time.sleep(0.1)
-            first.send(request())
-            assert first.read_response().headers["connection"] == "close"
-            second.send(request())
-            assert second.read_response().status == 200
+            for _ in range(2):
+                for client in clients:
+                    client.send(request())
+                    reply = client.read_response()
+                    assert reply.status == 200 and reply.keep_alive and "connection" not in reply.headers
         finally:
-            first.close()
-            second.close()
+            for client in clients:
+                client.close()
 
 
 # --- timeouts -------------------------------------------------------------------------------------------------------
