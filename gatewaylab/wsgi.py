@@ -455,8 +455,8 @@ class Connection:
     def request_waiting(self):
         """Has the client sent (part of) its next request already? Looks without waiting.
 
-        The selector only sees bytes still in the kernel; a client that sends two requests at once (pipelining) may
-        have its second one in our buffer already, where no selector will ever report it.
+        A selector only sees bytes still in the kernel. A client that sent two requests at once (pipelining) may have
+        its second one in our buffer already, where no selector will ever report it.
         """
         self.sock.settimeout(0)  # for a moment: a read that would wait fails at once instead
         try:
@@ -469,6 +469,107 @@ class Connection:
     def close(self):
         self.rfile.close()
         self.sock.close()
+
+
+class IdleConnections:
+    """The open connections that wait for their client's next request, all watched by one selector, so that an idle
+    client holds no thread. Each one is closed once it has been idle for `timeout` seconds.
+
+    A dict keeps insertion order, so the connection idle the longest comes first: the timeouts are checked from the
+    front, and the check stops at the first connection that still has time.
+    """
+
+    def __init__(self, selector, timeout):
+        self.selector, self.timeout = selector, timeout
+        self.connections = {}  # socket -> Connection
+
+    def __len__(self):
+        return len(self.connections)
+
+    def watch(self, connection):
+        """The connection is idle from now on: watch it until its client sends something."""
+        connection.idle_since = time.monotonic()
+        self.connections[connection.sock] = connection
+        if not connection.watched:
+            self.selector.register(connection.sock, selectors.EVENT_READ, connection)
+            connection.watched = True
+
+    def busy(self, connection, keep_watching=False):
+        """The connection is being served; the selector stops watching it, unless told to keep watching."""
+        self.connections.pop(connection.sock, None)
+        if connection.watched and not keep_watching:
+            self.selector.unregister(connection.sock)
+            connection.watched = False
+
+    def close(self, connection):
+        self.busy(connection)
+        connection.close()
+
+    def wait_time(self, longest):
+        """Seconds until the longest-idle connection times out, at most `longest`: how long select() may wait."""
+        for connection in self.connections.values():
+            return max(0.0, min(longest, connection.idle_since + self.timeout - time.monotonic()))
+        return longest
+
+    def close_expired(self, timeout=None):
+        """Close, without a word (as clients expect), the connections idle for `timeout` seconds or more."""
+        oldest_allowed = time.monotonic() - (self.timeout if timeout is None else timeout)
+        while self.connections:
+            connection = next(iter(self.connections.values()))  # the longest idle
+            if connection.idle_since > oldest_allowed:
+                return
+            self.close(connection)
+
+
+class Workers:
+    """A pool of worker threads (threads > 1). A worker serves a connection while its client has requests, then
+    hands it back to the server, to wait among the idle connections."""
+
+    def __init__(self, server, threads):
+        self.server = server
+        self.pool = ThreadPoolExecutor(threads, "gatewaylab-wsgi")
+        self.lock = threading.Condition()  # guards what the workers share with serve_forever():
+        self.busy = set()  # connections a worker serves, or that wait for a free worker
+        self.done = []  # connections served and idle again, for serve_forever() to watch
+        self.stopping = False
+
+    def serve(self, connection):
+        with self.lock:
+            self.busy.add(connection)
+        self.pool.submit(self.work, connection)
+
+    def work(self, connection):
+        keep = serve_connection(self.server, connection)
+        with self.lock:
+            self.busy.discard(connection)
+            keep = keep and not self.stopping
+            first = keep and not self.done  # (a later one finds serve_forever() awake already)
+            if keep:
+                self.done.append(connection)
+            self.lock.notify_all()
+        if not keep:
+            connection.close()
+        elif first:
+            self.server.wake()
+
+    def take_done(self):
+        with self.lock:
+            done, self.done = self.done, []
+        return done
+
+    def stop(self, grace):
+        """Give the busy connections `grace` seconds to finish, then cut them off; wait until every worker is done."""
+        with self.lock:
+            self.stopping = True
+            if not self.lock.wait_for(lambda: not self.busy, grace):
+                for connection in self.busy:
+                    try:
+                        connection.sock.shutdown(socket.SHUT_RDWR)  # its worker's next read or write fails
+                    except OSError:
+                        pass  # the client has closed it already
+        self.pool.shutdown(wait=True)
+        for connection in self.take_done():
+            connection.close()
 
 
 def read_request(rfile):
@@ -512,9 +613,8 @@ def handle_request(server, request, connection):
 def serve_connection(server, connection):
     """Serve the requests a client has sent on a connection, one after another.
 
-    Returns True when the client has nothing more to ask for now: the connection stays open, idle, and the server
-    waits for its next request together with all the other idle ones. Returns False when the connection is done
-    with; the caller closes it.
+    Returns True when the client has asked for everything it wanted so far: the connection stays open, idle. Returns
+    False when the connection is done with; the caller closes it.
     """
     try:
         while True:
@@ -552,11 +652,7 @@ def check_options(app, threads, backlog, timeout, max_body):
 
 class WSGIServer:
     """Listens on a socket and serves its connections: in the serving thread itself (threads=1, the sequential
-    server), or in a pool of `threads` worker threads.
-
-    One selector watches the listening socket and every idle connection, so an idle keep-alive client holds no
-    thread: a connection is served when its client sends a request, and goes back to the selector after the answer.
-    """
+    server), or with a pool of `threads` worker threads."""
 
     def __init__(self, app, host="127.0.0.1", port=8000, *, threads=1, backlog=1024, timeout=TIMEOUT,
                  max_body=MAX_BODY):
@@ -567,16 +663,14 @@ class WSGIServer:
         # or retry later. (create_server also sets SO_REUSEADDR, so a restarted server can bind the port again.)
         self.socket = socket.create_server((host, port), family=family, backlog=backlog)
         self.server_address = self.socket.getsockname()[:2]
-        self.waker, self.wakeup = socket.socketpair()  # a byte on it wakes serve_forever: shutdown, a worker done
+        self.waker, self.wakeup = socket.socketpair()  # a byte on it wakes serve_forever(): see wake()
         self.waker.setblocking(False)
         self.wakeup.setblocking(False)
-        self.selector = selectors.DefaultSelector()
+        self.selector = selectors.DefaultSelector()  # epoll on Linux, kqueue on macOS, select on Windows
         self.selector.register(self.socket, selectors.EVENT_READ)
         self.selector.register(self.wakeup, selectors.EVENT_READ)
-        self.idle = {}  # socket -> idle Connection; a dict keeps insertion order, so the longest idle comes first
-        self.lock = threading.Condition()  # guards what worker threads share with serve_forever:
-        self.busy = set()  # connections handed to a worker thread
-        self.done = []  # connections a worker has served, to go back to the selector
+        self.idle = IdleConnections(self.selector, timeout)
+        self.workers = None  # a Workers pool while serve_forever() runs, if threads > 1
         self.stopping = False
         self.stopped = threading.Event()
         self.stopped.set()
@@ -584,22 +678,28 @@ class WSGIServer:
     def serve_forever(self, poll_interval=0.5):
         """Serve until shutdown() is called (or Ctrl-C in this thread), then close every connection."""
         self.stopped.clear()
-        pool = ThreadPoolExecutor(self.threads, "gatewaylab-wsgi") if self.threads > 1 else None
+        self.workers = Workers(self, self.threads) if self.threads > 1 else None
         try:
             while not self.stopping:
-                for key, _ in self.selector.select(self.wait_time(poll_interval)):
+                for key, _ in self.selector.select(self.idle.wait_time(poll_interval)):
                     if key.fileobj is self.socket:
-                        self.accept(pool)
+                        self.accept()
                     elif key.fileobj is self.wakeup:
                         self.wakeup.recv(4096)
-                        self.take_back()
+                        for connection in self.workers.take_done() if self.workers else []:
+                            self.idle.watch(connection)
                     else:
-                        self.serve(key.data, pool)  # an idle connection's client sent something
-                self.close_idle(older_than=self.timeout)
+                        self.serve(key.data)  # the client of an idle connection sent something
+                self.idle.close_expired()
         finally:
-            self.close_all(pool)
+            self.stopping = True  # (Ctrl-C has not set it)
+            self.idle.close_expired(timeout=0)  # all of them
+            if self.workers is not None:
+                self.workers.stop(grace=self.timeout)
+            self.stopping = False  # (so that serve_forever() may run again)
+            self.stopped.set()
 
-    def accept(self, pool):
+    def accept(self):
         try:
             sock, client_address = self.socket.accept()
         except OSError as error:  # e.g. out of file descriptors; the next loop tries again
@@ -607,120 +707,44 @@ class WSGIServer:
             return
         connection = Connection(sock, client_address, self.timeout)
         if connection.request_waiting():
-            self.serve(connection, pool)  # most clients send their request at once: no need to wait for it
+            self.serve(connection)  # most clients send their request at once: no need to wait for it
         else:
-            self.wait_for_request(connection)
+            self.idle.watch(connection)
 
-    def wait_for_request(self, connection):
-        """Put a connection among the idle ones, watched by the selector until its client sends something."""
-        connection.idle_since = time.monotonic()
-        self.idle[connection.sock] = connection
-        if not connection.watched:
-            self.selector.register(connection.sock, selectors.EVENT_READ, connection)
-            connection.watched = True
-
-    def unwatch(self, connection):
-        if connection.watched:
-            self.selector.unregister(connection.sock)
-            connection.watched = False
-
-    def serve(self, connection, pool):
-        """Serve a connection whose client has sent something: here (the sequential server) or in a worker."""
-        self.idle.pop(connection.sock, None)
-        if pool is None:
-            # The selector may keep watching it: nothing else reads from it meanwhile. (Unwatching and watching it
-            # again for every request would cost a quarter of this server's time.)
+    def serve(self, connection):
+        """Serve a connection whose client has sent something: here (the sequential server), or in a worker."""
+        if self.workers is None:
+            # The selector may go on watching it, since nothing else reads meanwhile: unwatching it and watching it
+            # again would cost two system calls a request, a quarter of this server's time for a small response.
+            self.idle.busy(connection, keep_watching=True)
             if serve_connection(self, connection):
-                self.wait_for_request(connection)
+                self.idle.watch(connection)
             else:
-                self.unwatch(connection)
-                connection.close()
+                self.idle.close(connection)
         else:
-            # While a worker reads from it, the selector must not watch it: it would report the same bytes again.
-            self.unwatch(connection)
-            with self.lock:
-                self.busy.add(connection)
-            pool.submit(self.serve_in_worker, connection)
-
-    def serve_in_worker(self, connection):
-        keep = serve_connection(self, connection)
-        with self.lock:
-            self.busy.discard(connection)
-            keep = keep and not self.stopping
-            first = keep and not self.done  # (a later one finds serve_forever awake already)
-            if keep:
-                self.done.append(connection)
-            self.lock.notify_all()
-        if not keep:
-            connection.close()
-        elif first:
-            self.wake()  # serve_forever takes it back
+            self.idle.busy(connection)  # (a worker reads it now: the selector must not report the same bytes again)
+            self.workers.serve(connection)
 
     def wake(self):
-        """Wake serve_forever from its select()."""
+        """Wake serve_forever() from its select(): to stop, or to watch the connections workers are done with."""
         try:
             self.waker.send(b"x")
         except BlockingIOError:
             pass  # the socketpair is full of wake-ups already
 
-    def take_back(self):
-        """Put the connections the workers have served back in the selector."""
-        with self.lock:
-            done, self.done = self.done, []
-        for connection in done:
-            self.wait_for_request(connection)
-
-    def wait_time(self, poll_interval):
-        """How long select() may wait: until the longest-idle connection times out, at most poll_interval."""
-        for connection in self.idle.values():
-            return max(0.0, min(poll_interval, connection.idle_since + self.timeout - time.monotonic()))
-        return poll_interval
-
-    def close_idle(self, older_than):
-        """Close the connections idle for `older_than` seconds or more, without a word, as clients expect."""
-        now = time.monotonic()
-        while self.idle:
-            connection = next(iter(self.idle.values()))  # the longest idle
-            if now - connection.idle_since < older_than:
-                return
-            del self.idle[connection.sock]
-            self.unwatch(connection)
-            connection.close()
-
-    def close_all(self, pool):
-        """Close the idle connections now; give the busy ones `timeout` seconds to finish, then cut them off."""
-        with self.lock:
-            self.stopping = True  # (a Ctrl-C has not set it)
-        self.close_idle(older_than=0)
-        if pool is not None:
-            with self.lock:
-                if not self.lock.wait_for(lambda: not self.busy, self.timeout):
-                    for connection in self.busy:
-                        try:
-                            connection.sock.shutdown(socket.SHUT_RDWR)  # its worker's next read or write fails
-                        except OSError:
-                            pass  # the client has closed it already
-            pool.shutdown(wait=True)
-        for connection in self.done:  # served before the stop, not yet taken back
-            connection.close()
-        self.done = []
-        self.stopping = False  # (so that serve_forever() may run again)
-        self.stopped.set()
-
     def handle_connection(self, sock, client_address):
-        """Serve one connection in this thread until it closes, waiting for each request in turn (lesson 04's
-        forked workers do this: each is a sequential server of its own)."""
+        """Serve one connection in this thread from start to end, waiting for each request in turn (lesson 04's
+        forked workers do this: each is a sequential server without a selector)."""
         connection = Connection(sock, client_address, self.timeout)
         try:
             while serve_connection(self, connection):
-                pass  # its next read_request() waits for the next request, up to the timeout
+                pass  # the next read_request() waits for the next request, up to the timeout
         finally:
             connection.close()
 
     def shutdown(self):
         """Stop serve_forever() and return once it has, with every connection closed and every worker done."""
-        with self.lock:
-            self.stopping = True
+        self.stopping = True
         self.wake()
         self.stopped.wait()
 

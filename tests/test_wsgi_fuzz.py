@@ -38,8 +38,10 @@ def app(environ, start_response):
 
 def open_connections(server):
     """Connections the server holds: idle ones in its selector, busy ones in a worker, served ones on the way back."""
-    with server.lock:
-        return len(server.idle) + len(server.busy) + len(server.done)
+    if server.workers is None:
+        return len(server.idle)
+    with server.workers.lock:
+        return len(server.idle) + len(server.workers.busy) + len(server.workers.done)
 
 
 @pytest.fixture(scope="module")
