@@ -713,6 +713,26 @@ def test_an_idle_keep_alive_connection_times_out():
             connection.close()
 
 
+@pytest.mark.parametrize("threads", [1, 2])
+def test_each_idle_connection_times_out_on_its_own_clock(threads):
+    """One client goes quiet while another keeps asking: the quiet one is closed after the timeout, the busy one never,
+    though it opened first."""
+    with running(hello_app, threads=threads, timeout=0.5) as server:
+        busy, quiet = connect(server), connect(server)
+        try:
+            quiet.send(request())
+            assert quiet.read_response().keep_alive
+            started = time.monotonic()
+            while time.monotonic() - started < 1.2:  # more than twice the timeout
+                busy.send(request())
+                assert busy.read_response().keep_alive
+                time.sleep(0.2)
+            assert quiet.closes_within(0.1)  # closed long ago
+        finally:
+            busy.close()
+            quiet.close()
+
+
 def test_a_keep_alive_connection_stalled_in_its_next_request_gets_408():
     with running(hello_app, timeout=0.5) as server, socket.create_connection(server.server_address, timeout=5) as sock:
         sock.sendall(request() + b"GET /next HTTP/1.1\r\n")  # one request, then half of the next
