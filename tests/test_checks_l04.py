@@ -406,6 +406,15 @@ def _children(pid: int) -> list[int]:
     return [int(child) for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
 
 
+def _forked_workers(pid: int, count: int) -> list[int]:
+    """The parent's children, once `count` of them exist (or after 5 s). The port accepts connections as soon as the
+    parent listens, which is before it forks, so a server that answers may not have all its workers yet."""
+    deadline = time.monotonic() + 5
+    while len(children := _children(pid)) < count and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return children
+
+
 def _gone(pid: int) -> bool:
     """The process has ended: no longer in /proc, or a zombie waiting for whoever adopted it to reap it."""
     try:
@@ -435,7 +444,7 @@ def test_prefork_serves_from_several_processes_and_leaves_none_behind():
     from gatewaylab.servers import serve_command
 
     with serve_command(_prefork_command(2), name="check-04-prefork") as server:
-        workers = _children(server.process.pid)
+        workers = _forked_workers(server.process.pid, 2)
         assert len(workers) == 2
         with ThreadPoolExecutor(4) as pool:  # two at a time keep both workers busy
             bodies = list(pool.map(lambda _: httpx.get(server.url + "/?ms=100", timeout=5).text, range(8)))
@@ -456,7 +465,8 @@ def test_prefork_workers_end_when_their_parent_is_killed():
 
     server = serve_command(_prefork_command(2), name="check-04-orphans")
     try:
-        workers = _children(server.process.pid)
+        workers = _forked_workers(server.process.pid, 2)
+        assert len(workers) == 2
         server.process.send_signal(signal.SIGKILL)  # no chance to stop its workers
         deadline = time.monotonic() + 5
         while not all(_gone(pid) for pid in workers) and time.monotonic() < deadline:
