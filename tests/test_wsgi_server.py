@@ -814,6 +814,66 @@ def test_a_busy_request_finishes_during_shutdown():
     assert received.endswith(b"done")
 
 
+@pytest.mark.parametrize("threads", [1, 2])
+def test_shutdown_cuts_off_an_endless_response_after_the_timeout(threads):
+    """A stream that never ends, to a client that keeps reading: shutdown() waits `timeout` seconds, not for ever."""
+    def endless(environ, start_response):
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        while True:
+            yield b"tick\n"
+            time.sleep(0.02)
+
+    server = make_server(endless, "127.0.0.1", 0, threads=threads, timeout=0.5)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05})
+    thread.start()
+    with socket.create_connection(server.server_address, timeout=5) as sock:
+        sock.sendall(request())
+        reader = threading.Thread(target=read_until_close, args=(sock, 5))
+        reader.start()
+        time.sleep(0.2)
+        started = time.monotonic()
+        server.shutdown()
+        elapsed = time.monotonic() - started
+        reader.join(5)
+    server.server_close()
+    thread.join(5)
+    assert 0.4 < elapsed < 2.0 and not reader.is_alive() and not thread.is_alive()
+
+
+def test_a_body_the_app_left_unread_is_drained_before_the_close():
+    """Connection: close, and a 300 kB body the app never reads: closing with those bytes unread would make the kernel
+    reset the connection, and a reset can destroy the answer before the client reads it (RFC 9112 9.6)."""
+    def refuses(environ, start_response):
+        start_response("401 Unauthorized", [("Content-Type", "text/plain"), ("Content-Length", "5")])
+        return [b"nope\n"]
+
+    body = b"x" * 300_000
+    with running(refuses) as server, socket.create_connection(server.server_address, timeout=5) as sock:
+        sock.sendall(request("POST", headers=[("Connection", "close"), ("Content-Length", str(len(body)))], body=body))
+        time.sleep(0.3)  # the server has answered and closed by now
+        received = b""
+        while piece := sock.recv(65536):  # a reset raises ConnectionResetError here
+            received += piece
+    assert received.startswith(b"HTTP/1.1 401 Unauthorized") and received.endswith(b"nope\n")
+
+
+def test_an_app_calling_sys_exit_in_a_worker_loses_nothing():
+    def exits(environ, start_response):
+        sys.exit(3)
+
+    with running(exits, threads=2) as server:
+        for _ in range(3):  # more than the pool's threads: none of them was lost
+            with socket.create_connection(server.server_address, timeout=5) as sock:
+                sock.sendall(request())
+                started = time.monotonic()
+                assert read_until_close(sock, 3) == b""
+                assert time.monotonic() - started < 1.0  # closed at once, not after the 5 s timeout
+        deadline = time.monotonic() + 2
+        while server.workers.busy and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert not server.workers.busy
+
+
 def test_shutdown_before_serving_and_context_manager():
     with make_server(hello_app, "127.0.0.1", 0) as server:
         server.shutdown()  # not serving: returns at once
