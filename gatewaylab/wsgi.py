@@ -470,6 +470,13 @@ class Connection:
         finally:
             self.sock.settimeout(self.timeout)
 
+    def cut(self):
+        """Shut the connection down from another thread: the thread serving it finds its next read or write fails."""
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass  # closed already, by us or by the client
+
     def close(self):
         self.rfile.close()
         self.sock.close()
@@ -574,10 +581,7 @@ class Workers:
             self.stopping = True
             if not self.lock.wait_for(lambda: not self.busy, grace):
                 for connection in self.busy:
-                    try:
-                        connection.sock.shutdown(socket.SHUT_RDWR)  # its worker's next read or write fails
-                    except OSError:
-                        pass  # the client has closed it already
+                    connection.cut()
         self.pool.shutdown(wait=True)
         for connection in self.take_done():
             connection.close()
@@ -782,10 +786,7 @@ class WSGIServer:
         if not self.stopped.wait(self.timeout):
             serving = self.serving  # the sequential server's request (the workers' are cut by Workers.stop)
             if serving is not None:
-                try:
-                    serving.sock.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass  # closed already
+                serving.cut()
         self.stopped.wait()
 
     def server_close(self):
