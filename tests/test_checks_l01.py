@@ -217,6 +217,24 @@ def test_one_request_per_connection_fails():
     assert "no longer accepts connections" in messages  # its `break` now leaves the accept loop
 
 
+def test_a_loop_that_ended_is_named_even_when_the_backlog_took_the_next_connection():
+    """A server that serves its first connection, then returns a moment later: meanwhile the kernel still completes
+    the next client's handshake, and that client sees a close rather than a refusal. The check says why all the same."""
+    from gatewaylab.http1 import build_response, parse_request
+
+    def first_connection_only(listener):
+        conn, _ = listener.accept()
+        with conn, conn.makefile("rb") as rfile:
+            while (request := parse_request(rfile)) is not None:
+                conn.sendall(build_response(200, [("Connection", "close")], request.path.encode()))
+                break
+        time.sleep(0.5)  # the listener stays open a while after the loop ended
+
+    messages = failure_messages(run_check("01.4", first_connection_only))
+    assert "closed without a response" in messages
+    assert "no longer accepts connections: its loop ended" in messages
+
+
 def test_not_skipping_the_body_fails():
     answer = variant("serve_keep_alive", ("rfile.read(int(length))", "int(length)"))
     assert "read and discard the POST's body" in failure_messages(run_check("01.4", answer))

@@ -506,6 +506,8 @@ serve_keep_alive = Exercise(
 
 # Closing conn alone leaves the connection open while a file made from it is still open.
 MAKEFILE_NOTE = "(a file from conn.makefile() keeps the socket open until it is closed too)"
+LOOP_ENDED = ("your server no longer accepts connections: its loop ended. Keep calling listener.accept() in a "
+              "`while True` loop, and let no error from one connection end it")
 KEEP_ALIVE_ADVICE = ("does every response have Content-Length? does the server answer every request on the "
                      "connection, reading each request head with one rfile kept for the whole connection?")
 
@@ -532,8 +534,13 @@ def _serve(answer):
     try:
         yield server
     except CaseFailed as failure:
+        server.thread.join(0.2)  # a loop that ended by itself (a `break`, a `return`) ends its thread at once
+        ended_by_itself = not server.running
         server.stop()  # joins the thread, so a crash is recorded in server.error by now
         if server.error is None:
+            if ended_by_itself and LOOP_ENDED not in failure.message:
+                raise CaseFailed(f"{failure.message}\nWhy: {LOOP_ENDED}", expected=failure.expected,
+                                 got=failure.got) from None
             raise
         crash = f"{type(server.error).__name__}: {server.error}"
         if isinstance(server.error, TimeoutError):  # a quiet client sent nothing wrong: it gets no 400
@@ -552,9 +559,7 @@ def _connect(server, timeout: float = SOCKET_TIMEOUT) -> socket.socket:
     try:
         return socket.create_connection(server.address, timeout=timeout)
     except ConnectionRefusedError:
-        raise CaseFailed("your server no longer accepts connections: its loop ended. Keep calling "
-                         "listener.accept() in a `while True` loop, and let no error from one connection end it") \
-            from None
+        raise CaseFailed(LOOP_ENDED) from None
 
 
 def _send(sock, data: bytes, what: str) -> None:
