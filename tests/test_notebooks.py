@@ -53,3 +53,19 @@ def test_exercises_notebook_executes_and_reports_not_solved_yet(path):
     assert checks, f"{relative(path)} has no check cells"
     for cell in checks:
         assert "not solved yet" in output_text(cell), f"{CHECK_CALL.search(cell.source).group(1)}: {output_text(cell)[:500]}"
+
+
+IMPORTS_HINT = re.compile(r"^from gatewaylab\.grading import .*\bhint\b", re.MULTILINE)
+
+
+@pytest.mark.parametrize("path", EXERCISES, ids=relative)
+def test_hint_is_imported_before_every_check(path):
+    # A failing check tells the learner to call hint("NN.K"): that name must exist in their notebook by then.
+    import nbformat
+    imported = False
+    for cell in nbformat.read(path, as_version=4).cells:
+        if cell.cell_type != "code":
+            continue
+        imported = imported or bool(IMPORTS_HINT.search(cell.source))
+        match = CHECK_CALL.search(cell.source)
+        assert not match or imported, f"check {match.group(1)} in {relative(path)} runs before hint is imported"
