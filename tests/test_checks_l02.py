@@ -148,6 +148,20 @@ def test_countdown_pausing_before_each_line_is_told_so_not_that_it_prepared_ever
     assert "prepared the whole countdown" not in messages
 
 
+def countdown_pausing_after_liftoff_too(environ, start_response):
+    start_response("200 OK", [("Content-Type", "text/plain; charset=utf-8")])
+    for line in (b"3\n", b"2\n", b"1\n", b"liftoff\n"):
+        yield line
+        time.sleep(0.2)  # the mistake: a pause after the last line as well, so the response ends 0.2 s late
+
+
+def test_countdown_pausing_after_liftoff_too_is_told_the_body_ended_late():
+    report = run_check("02.3", countdown_pausing_after_liftoff_too)
+    failed = {r.name for r in report.results if not r.passed}
+    assert failed == {"hands over each chunk at once, then pauses about 0.2 s"}, str(report)
+    assert "the body ended 0.2" in failure_messages(report) and "first three lines only" in failure_messages(report)
+
+
 def test_countdown_in_one_chunk_fails():
     assert "they differ first at index 0" in failure_messages(run_check("02.3", one_chunk_countdown))
 
@@ -184,7 +198,8 @@ def test_the_lessons_naive_timing_fails_exactly_where_the_lesson_says():
     failed = {r.name for r in report.results if not r.passed}
     assert failed == {"keeps streaming: each chunk passes as soon as the app yields it",
                       "returns the server's write() to apps that use it",
-                      "passes close() on: the app's iterable is closed when the server closes yours"}, str(report)
+                      "passes close() on: the app's iterable is closed when the server closes yours",
+                      "passes close() on when the client leaves after the first chunk"}, str(report)
     messages = failure_messages(report)
     assert "collected the body" in messages and "write() callable" in messages and "never closed" in messages
 
@@ -201,6 +216,9 @@ def test_the_lessons_naive_timing_fails_exactly_where_the_lesson_says():
      "never closed"),                                                       # a generator wrapper drops close()
     ([(" * 1000", "")], "about 100"),                                       # seconds, not milliseconds
     ([('f"{elapsed_ms:.1f}ms"', 'f"{elapsed_ms:.1f} milliseconds"')], "followed by ms"),
+    ([('f"{elapsed_ms:.1f}ms"', 'f"{elapsed_ms:.1f} ms"')], "no spaces"),         # 103.2 ms, not 103.2ms
+    ([("headers + [(", "headers + [["), ('f"{elapsed_ms:.1f}ms")]', 'f"{elapsed_ms:.1f}ms"]]')],
+     "must be of type tuple"),                                              # a header as a list, not a tuple
     ([("return timed_app", "return timed_app(None, None)")], "your code raised"),  # calls the app instead
 ])
 def test_timing_middleware_mistakes_fail_with_advice(replacements, message):
@@ -229,6 +247,28 @@ def timing_started_at_wrap_time(app):
 
         return app(environ, timed_start_response)
     return timed
+
+
+def timing_closing_after_the_loop(app):
+    def timed(environ, start_response):
+        started = time.perf_counter()
+
+        def timed_start_response(status, headers, exc_info=None):
+            elapsed_ms = (time.perf_counter() - started) * 1000
+            return start_response(status, headers + [("X-Response-Time", f"{elapsed_ms:.1f}ms")], exc_info)
+
+        body = app(environ, timed_start_response)
+        yield from body
+        if hasattr(body, "close"):
+            body.close()  # the mistake: skipped when the server closes this generator half-way (the client left)
+    return timed
+
+
+def test_timing_middleware_closing_after_its_loop_fails_when_the_client_leaves():
+    report = run_check("02.4", timing_closing_after_the_loop)
+    failed = {r.name for r in report.results if not r.passed}
+    assert failed == {"passes close() on when the client leaves after the first chunk"}, str(report)
+    assert "`finally:` block" in failure_messages(report)
 
 
 def test_timing_middleware_timed_from_wrap_time_fails_saying_so():
@@ -262,6 +302,31 @@ def swallowing_catcher(app):
     return guarded
 
 
+def catcher_with_bare_excepts(app):
+    """swallowing_catcher written with bare excepts: they also catch the GeneratorExit that close() raises inside it."""
+    def guarded(environ, start_response):
+        def body(inner):
+            try:
+                yield from inner
+            except:  # noqa: E722 -- catches GeneratorExit too
+                try:
+                    start_response("500 Internal Server Error", [("Content-Type", "text/plain")], sys.exc_info())
+                except:  # noqa: E722
+                    pass
+                yield b"Internal Server Error\n"
+            finally:
+                inner.close()
+        return body(app(environ, start_response))
+    return guarded
+
+
+def test_error_catcher_with_bare_excepts_is_told_about_generator_exit():
+    report = run_check("02.5", catcher_with_bare_excepts)
+    assert "passes close() on when the client leaves after the first chunk" in {
+        r.name for r in report.results if not r.passed}, str(report)
+    assert "a bare `except:`" in failure_messages(report) and "Catch Exception" in failure_messages(report)
+
+
 def test_the_lessons_catch_errors_misses_errors_during_iteration():
     report = run_check("02.5", from_lesson("catch_errors"))
     assert "after your function has returned" in failure_messages(report)
@@ -276,6 +341,7 @@ def test_error_catcher_that_hides_a_late_error_fails():
     ([('return [b"Internal Server Error\\n"]', "return [traceback.format_exc().encode()]")],
      "shows the exception's text"),
     ([("                body.close()", "                pass")], "never closed"),
+    ([("        environ[\"wsgi.errors\"].write(traceback.format_exc())\n", "")], "nothing about the error reached"),
     ([('"Content-Type", "text/plain; charset=utf-8"', '"Content-Type", "text/html"')], "should say text/plain"),
 ])
 def test_error_catcher_mistakes_fail_with_advice(replacements, message):
@@ -356,13 +422,34 @@ def test_call_app_re_raises_exc_info_once_headers_are_sent_and_still_closes_the_
     assert response.status == "200 OK" and response.body == b"partial" and bodies[0].closed
 
 
-def test_call_app_rejects_hop_by_hop_headers():
+@pytest.mark.parametrize("name", ["Connection", "Trailer", "Proxy-Authenticate", "Transfer-Encoding"])
+def test_call_app_rejects_hop_by_hop_headers(name):
+    # Trailer is RFC 2616's list's "Trailers" (a misspelling that wsgiref.util.is_hop_by_hop keeps).
     def app(environ, start_response):
-        start_response("200 OK", [("Content-Type", "text/plain"), ("Connection", "close")])
+        start_response("200 OK", [("Content-Type", "text/plain"), (name, "x")])
         return [b"x"]
 
-    with pytest.raises(CaseFailed, match="hop-by-hop header 'Connection'"):
+    with pytest.raises(CaseFailed, match=f"hop-by-hop header '{name}'"):
         l02_wsgi.call_app(app, l02_wsgi.make_environ())
+
+
+def test_call_app_accepts_proxy_fields_outside_the_hop_by_hop_list():
+    def app(environ, start_response):
+        start_response("200 OK", [("Content-Type", "text/plain"), ("Proxy-Status", "x")])  # not in the list
+        return [b"x"]
+
+    assert l02_wsgi.call_app(app, l02_wsgi.make_environ()).status == "200 OK"
+
+
+def test_call_app_stops_iterating_when_the_client_leaves_and_still_closes():
+    body = l02_wsgi.RecordedBody([b"a", b"", b"b", b"c"])
+
+    def app(environ, start_response):
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return body
+
+    response = l02_wsgi.call_app(app, l02_wsgi.make_environ(), leave_after=2)
+    assert response.chunks == [b"a", b"", b"b"] and body.closed and response.finished is None
 
 
 def test_validator_message_only_explains_wsgiref_validate_errors():

@@ -131,6 +131,7 @@ class Response:
     headers: list[tuple[str, str]] = field(default_factory=list)
     chunks: list[bytes] = field(default_factory=list)  # body pieces in order, write() calls included
     times: list[float] = field(default_factory=list)  # seconds from calling the app to each chunk coming out
+    finished: float | None = None  # seconds from calling the app to the end of its body (None: it did not end)
     headers_sent: bool = False
     problems: list[str] = field(default_factory=list)  # PEP 3333 rules broken, even where the app caught our error
 
@@ -153,11 +154,12 @@ def _violation(response: Response, message: str):
     raise CaseFailed(message)
 
 
-def call_app(app, environ: dict, response: Response | None = None) -> Response:
+def call_app(app, environ: dict, response: Response | None = None, *, leave_after: int | None = None) -> Response:
     """Call ``app`` behind wsgiref.validate the way a server does, and return the response it produced.
 
     Raises CaseFailed when the app breaks a rule of PEP 3333. An exception the app raises propagates (after close()),
-    as it would reach a server; pass ``response`` to see what had been produced by then.
+    as it would reach a server; pass ``response`` to see what had been produced by then. ``leave_after``: the client
+    leaves once that many non-empty chunks were sent, so the server stops iterating and calls close() at once.
     """
     response = Response() if response is None else response
     started = time.perf_counter()
@@ -181,7 +183,7 @@ def call_app(app, environ: dict, response: Response | None = None) -> Response:
                                  "call only to replace the headers after an error, passing the error as "
                                  "start_response(status, headers, sys.exc_info()).")
         for name, _ in headers:
-            if is_hop_by_hop(name):
+            if is_hop_by_hop(name) or name.lower() == "trailer":  # wsgiref spells it "trailers", after RFC 2616
                 _violation(response, f"the app set the hop-by-hop header {name!r}; PEP 3333 leaves connection "
                                      "management (Connection, Keep-Alive, Transfer-Encoding, ...) to the server")
         response.status, response.headers = status, list(headers)
@@ -194,6 +196,10 @@ def call_app(app, environ: dict, response: Response | None = None) -> Response:
                 send(chunk)
                 if len(response.chunks) > MAX_CHUNKS:
                     raise CaseFailed(f"the body did not end after {MAX_CHUNKS} chunks: does a loop in it never stop?")
+                if leave_after is not None and sum(1 for piece in response.chunks if piece) >= leave_after:
+                    break  # the client has gone: sending more would fail
+            else:
+                response.finished = time.perf_counter() - started
         finally:
             close = getattr(body, "close", None)
             if close is not None:
@@ -314,7 +320,7 @@ def over_http(app, exercise_id: str, send):
 # --- what the cases check again and again -----------------------------------------------------------------------------
 
 def expect_status(response: Response, code: int, what: str = "the status") -> None:
-    if not isinstance(response.status, str) or not re.fullmatch(r"\d{3} .+", response.status):
+    if not isinstance(response.status, str) or not re.fullmatch(r"[0-9]{3} .+", response.status):
         raise CaseFailed(f"{what} must be a str like '{code} ...', a code, a space and a reason phrase",
                          got=response.status)
     if response.code != code:
@@ -555,6 +561,10 @@ def _(answer):
     if min(gaps) < 0.15:
         raise CaseFailed("the chunks should come about 0.2 s apart (time.sleep(0.2) between them)",
                          expected="gaps of ~0.2 s", got=", ".join(f"{gap:.2f} s" for gap in gaps))
+    if response.finished is not None and response.finished - times[-1] > 0.1:
+        raise CaseFailed(f"the body ended {response.finished - times[-1]:.2f} s after 'liftoff': the app paused after "
+                         "the last line too. Without a Content-Length the client knows the response is complete only "
+                         "when the body ends, so it waited for nothing. Pause after each of the first three lines only")
 
 
 @countdown.case("served by wsgiref, '3' reaches httpx well before 'liftoff'", timeout=SERVER_CASE_TIMEOUT)
@@ -599,7 +609,7 @@ timing = Exercise(
     ],
 )
 
-_MILLISECONDS = re.compile(r"\s*(\d+(?:\.\d+)?)\s*ms\s*")
+_MILLISECONDS = re.compile(r"([0-9]+(?:\.[0-9]+)?)ms")
 
 
 def _response_time(response: Response) -> float:
@@ -608,7 +618,10 @@ def _response_time(response: Response) -> float:
         raise CaseFailed("the response has no X-Response-Time header", got=response.headers)
     match = _MILLISECONDS.fullmatch(value)
     if match is None:
-        raise CaseFailed("X-Response-Time should be a number of milliseconds followed by ms",
+        spaced = _MILLISECONDS.fullmatch(value.replace(" ", ""))
+        advice = (": no spaces, neither between the number and ms nor around them (f'{ms:.1f}ms')" if spaced
+                  else "")
+        raise CaseFailed(f"X-Response-Time should be a number of milliseconds followed by ms{advice}",
                          expected="e.g. 103.2ms", got=value)
     return float(match.group(1))
 
@@ -740,6 +753,31 @@ def _(answer):
                          "itself, or call its close() from yours")
 
 
+def _closed_when_the_client_leaves(answer, name: str) -> None:
+    """The server stops after the first chunk (its client left) and calls close(): the app's body must be closed."""
+    body = RecordedBody([b"first ", b"second ", b"third"])
+    try:
+        call_app(_app_from(answer, _plain_app(body), name), make_environ(), leave_after=1)
+    except RuntimeError as error:
+        if "GeneratorExit" not in str(error):
+            raise
+        raise CaseFailed("the client left after the first chunk and the server called close() on your generator, "
+                         f"which answered {type(error).__name__}: {error}. close() raises GeneratorExit inside the "
+                         "generator, at its paused yield: a bare `except:` (or `except BaseException:`) catches it "
+                         "and yields again. Catch Exception, and close the app's iterable in `finally:`") from None
+    if not body.closed:
+        raise CaseFailed("the client left after the first chunk, so the server stopped iterating and called close() "
+                         "on your iterable; the app's iterable was never closed. PEP 3333: close() must be called "
+                         "however the response ends. If your iterable is a generator, close the app's iterable in a "
+                         "`finally:` block (code after the loop does not run when the generator is closed half-way), "
+                         "or return the app's iterable itself")
+
+
+@timing.case("passes close() on when the client leaves after the first chunk")
+def _(answer):
+    _closed_when_the_client_leaves(answer, "timing_middleware")
+
+
 @timing.case("served by wsgiref, httpx sees X-Response-Time", timeout=SERVER_CASE_TIMEOUT)
 def _(answer):
     reply = over_http(_app_from(answer, _plain_app(RecordedBody([b"hello"])), "timing_middleware"), "02.4",
@@ -824,9 +862,20 @@ def _(answer):
         raise CaseFailed("the app's iterable was never closed: call its close() when the server closes yours")
 
 
-@catcher.case("turns an exception raised by the app into a 500 with a plain-text message")
+@catcher.case("passes close() on when the client leaves after the first chunk")
 def _(answer):
-    _expect_plain_500(call_app(_app_from(answer, _crashing_app, "error_catcher"), make_environ()))
+    _closed_when_the_client_leaves(answer, "error_catcher")
+
+
+@catcher.case("turns an exception raised by the app into a 500 with a plain-text message, logged in wsgi.errors")
+def _(answer):
+    environ = make_environ()
+    log = environ["wsgi.errors"]  # the validator wraps it; what the app writes still lands here
+    _expect_plain_500(call_app(_app_from(answer, _crashing_app, "error_catcher"), environ))
+    if SECRET not in log.getvalue() and "AppCrash" not in log.getvalue():
+        raise CaseFailed("the client got a plain 500, but nothing about the error reached environ['wsgi.errors'], the "
+                         "server's log: the details are lost, and nobody can find the bug. Write them there, e.g. "
+                         "environ['wsgi.errors'].write(traceback.format_exc())", got=log.getvalue())
 
 
 @catcher.case("replaces a response the app had started: start_response(..., sys.exc_info())")
