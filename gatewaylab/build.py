@@ -14,6 +14,9 @@ where 01.2 is the exercise the next check cell (a code cell calling ``check("01.
 inside a ``def`` so the stubbed notebook still runs from top to bottom. Answer and check cells get nbgrader
 (schema 3) metadata, in exercises/ and in solutions/ alike, so nbgrader can use solutions/ as its source. Every
 notebook is written stripped of outputs and execution counts, with the same bytes for the same input.
+
+The points come from :func:`gatewaylab.checks.declarations`, which reads the lesson modules' ``Exercise(...)`` calls
+as source: the build imports no check module, and so none of httpx, ipywidgets or matplotlib.
 """
 
 from __future__ import annotations
@@ -26,7 +29,8 @@ from pathlib import Path
 
 import nbformat
 
-from gatewaylab.grading import STUB_MARKER, get_exercise
+from gatewaylab.checks import declaration
+from gatewaylab.grading import STUB_MARKER
 
 __all__ = ["BuildError", "stub_source", "make_exercise", "add_metadata", "strip", "to_text", "build", "drift",
            "strip_all", "main"]
@@ -123,7 +127,7 @@ def _plan(nb: nbformat.NotebookNode, name: str) -> list[tuple[str, str] | None]:
         if ids and _has_solution(cell.source):
             raise BuildError(f"{name}, cell {index + 1}: a solution and its check() belong in separate cells")
         if ids:
-            get_exercise(ids[0])  # fails clearly when gatewaylab.checks does not define it
+            declaration(ids[0])  # fails clearly when no lesson module in gatewaylab/checks declares it
             plan[index] = ("check", ids[0])
     for index, cell in enumerate(nb.cells):
         if cell.cell_type == "code" and _has_solution(cell.source):
@@ -152,7 +156,7 @@ def add_metadata(nb: nbformat.NotebookNode, name: str = "the notebook") -> nbfor
                                          "grade_id": f"{slug}-answer{suffix}", "schema_version": 3}
         else:
             cell.metadata["nbgrader"] = {"grade": True, "solution": False, "locked": True, "task": False,
-                                         "points": get_exercise(exercise_id).points,
+                                         "points": declaration(exercise_id).points,
                                          "grade_id": f"{slug}-check", "schema_version": 3}
     return nb
 

@@ -4,7 +4,15 @@
 
 Each ``*.ipynb`` under the folder is run from top to bottom in a fresh kernel, with its own progress file
 (``GATEWAYLAB_PROGRESS``) that its check cells write to, a time limit per cell, and errors allowed so one broken cell
-does not stop the rest. The scores are then read from that progress file. The learner is the name of the sub-folder
+does not stop the rest. The scores are then read from that progress file. Optional exercises get a column marked
+"(optional)" and count toward no total.
+
+The hints a learner used come from the notebook as it was submitted, before it is run again: the output of each check
+cell (and of each ``hint()`` call) carries, in its metadata, how many hints of that exercise the learner had revealed
+by then (``{"gatewaylab": {"exercise": "01.2", "hints_used": 2}}``, written by :mod:`gatewaylab.grading`); the
+largest number per exercise counts. The learner's own progress file stays on their machine, and running the notebook
+here starts from no hints, so the saved outputs are the only record. A notebook submitted without outputs, or hints
+revealed after its last check ran, therefore show no hints (a ``hint()`` cell that runs during grading counts). The learner is the name of the sub-folder
 holding the notebook (``submissions/alice/01_http_on_the_wire.ipynb``), or the file's stem when the folder has no
 sub-folders (``submissions/alice-01.ipynb``); a learner's notebooks add up to one row.
 
@@ -26,41 +34,53 @@ from pathlib import Path
 import nbformat
 from nbclient import NotebookClient
 
-from gatewaylab.grading import get_exercise
+from gatewaylab.checks import declaration
 from gatewaylab.progress import load_progress
 
-__all__ = ["LearnerRow", "Gradebook", "find_submissions", "run_notebook", "grade", "main"]
+__all__ = ["LearnerRow", "Gradebook", "find_submissions", "run_notebook", "saved_hints", "grade", "main"]
+
+METADATA_KEY = "gatewaylab"  # gatewaylab.grading.METADATA_KEY, which this module does not import
 
 _CHECK = re.compile(r"""\bcheck\(\s*["'](?P<id>\d\d\.\d+)["']""")
 
 
 @dataclass
 class LearnerRow:
-    """One learner's best score per exercise id, and errors from notebooks that could not run."""
+    """One learner's best score and hints used per exercise id, and errors from notebooks that could not run."""
 
     learner: str
     scores: dict[str, int] = field(default_factory=dict)
     errors: list[str] = field(default_factory=list)
+    hints: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass
 class Gradebook:
-    """Every learner's row; the columns are the exercises (id -> points) any submission checks."""
+    """Every learner's row; the columns are the exercises (id -> points) any submission checks.
+
+    Exercises in ``optional`` get a column but count toward no total.
+    """
 
     points: dict[str, int]
     rows: list[LearnerRow]
+    optional: set[str] = field(default_factory=set)
 
     def table(self) -> list[list[str]]:
-        """Header and rows as text cells: score/points per exercise ("-" when its check never ran), total, errors.
+        """Header and rows as text cells: score/points per exercise ("-" when its check never ran), total, the hints
+        used per exercise ("01.2: 3, 02.4: 1"), errors.
 
-        The total is out of every column's points, so a check that never ran counts as 0.
+        The total is out of every column's points but the optional ones, so a check that never ran counts as 0.
         """
         ids = list(self.points)
-        out = [["learner", *ids, "total", "errors"]]
+        counted = [i for i in ids if i not in self.optional]
+        header = [f"{i} (optional)" if i in self.optional else i for i in ids]
+        out = [["learner", *header, "total", "hints used", "errors"]]
         for row in self.rows:
             cells = [f"{row.scores[i]}/{self.points[i]}" if i in row.scores else "-" for i in ids]
-            total = f"{sum(row.scores.values())}/{sum(self.points.values())}"
-            out.append([row.learner, *cells, total, "; ".join(row.errors)])
+            total = f"{sum(row.scores.get(i, 0) for i in counted)}/{sum(self.points[i] for i in counted)}"
+            hints = ", ".join(f"{i}: {n}" for i, n in sorted(row.hints.items(), key=lambda item: _sort_key(item[0]))
+                              if n)
+            out.append([row.learner, *cells, total, hints, "; ".join(row.errors)])
         return out
 
     def __str__(self) -> str:
@@ -75,6 +95,10 @@ class Gradebook:
     def write_csv(self, path: Path) -> None:
         with open(path, "w", newline="", encoding="utf-8") as f:
             csv.writer(f).writerows(self.table())
+
+
+def _sort_key(exercise_id: str) -> tuple[int, ...]:
+    return tuple(int(n) for n in exercise_id.split("."))
 
 
 def find_submissions(directory: Path) -> list[tuple[str, Path]]:
@@ -102,28 +126,58 @@ def run_notebook(path: Path, *, timeout: float = 120, kernel_name: str = "python
         return load_progress(progress_file)["exercises"]
 
 
-def _checked_ids(path: Path) -> set[str]:
+def _checked_ids(nb: nbformat.NotebookNode) -> set[str]:
     """Exercise ids a notebook's check cells name, so exercises whose check never ran still get a column."""
-    try:
-        nb = nbformat.read(path, as_version=4)
-    except Exception:  # an unreadable notebook becomes an error row when it is run
-        return set()
     return {m.group("id") for cell in nb.cells if cell.cell_type == "code" for m in _CHECK.finditer(cell.source)}
+
+
+def saved_hints(nb: nbformat.NotebookNode) -> dict[str, int]:
+    """Hints used per exercise, as the saved outputs of a notebook's check and hint cells record them."""
+    found: dict[str, int] = {}
+    for cell in nb.cells:
+        if cell.cell_type != "code":
+            continue
+        for output in cell.get("outputs", []):
+            mark = (output.get("metadata") or {}).get(METADATA_KEY)
+            if not isinstance(mark, dict) or not isinstance(mark.get("exercise"), str):
+                continue
+            try:
+                used = int(mark.get("hints_used", 0))
+            except (TypeError, ValueError):
+                continue
+            found[mark["exercise"]] = max(found.get(mark["exercise"], 0), used)
+    return found
+
+
+def _read_submission(path: Path) -> nbformat.NotebookNode | None:
+    try:
+        return nbformat.read(path, as_version=4)
+    except Exception:  # an unreadable notebook becomes an error row when it is run
+        return None
 
 
 def grade(directory: Path, *, timeout: float = 120, kernel_name: str = "python3", progress=None) -> Gradebook:
     """Run every submission under ``directory`` and collect the scores. ``progress(learner, path)`` is called first."""
     rows: dict[str, LearnerRow] = {}
     points: dict[str, int] = {}
+    optional: set[str] = set()
     for learner, path in find_submissions(Path(directory)):
         row = rows.setdefault(learner, LearnerRow(learner))
         if progress is not None:
             progress(learner, path)
-        for exercise_id in _checked_ids(path):
-            try:
-                points[exercise_id] = get_exercise(exercise_id).points
-            except LookupError:
-                row.errors.append(f"{path.name} checks unknown exercise {exercise_id}")
+        submitted = _read_submission(path)
+        if submitted is not None:
+            for exercise_id in _checked_ids(submitted):
+                try:
+                    declared = declaration(exercise_id)
+                except LookupError:
+                    row.errors.append(f"{path.name} checks unknown exercise {exercise_id}")
+                    continue
+                points[exercise_id] = declared.points
+                if declared.optional:
+                    optional.add(exercise_id)
+            for exercise_id, used in saved_hints(submitted).items():
+                row.hints[exercise_id] = max(row.hints.get(exercise_id, 0), used)
         try:
             entries = run_notebook(path, timeout=timeout, kernel_name=kernel_name)
         except Exception as exc:  # noqa: BLE001 - any failure to run is reported in the learner's row
@@ -132,10 +186,16 @@ def grade(directory: Path, *, timeout: float = 120, kernel_name: str = "python3"
                               + (f": {first_line}" if first_line else ""))
             continue
         for exercise_id, entry in entries.items():
-            points[exercise_id] = int(entry.get("points", 0))
-            row.scores[exercise_id] = max(row.scores.get(exercise_id, 0), int(entry.get("best_score", 0)))
-    ordered = dict(sorted(points.items(), key=lambda item: tuple(int(n) for n in item[0].split("."))))
-    return Gradebook(ordered, sorted(rows.values(), key=lambda r: r.learner))
+            if "points" in entry:  # an entry that holds only hints (a hint() cell, no check) scores nothing
+                points[exercise_id] = int(entry.get("points", points.get(exercise_id, 0)))
+                row.scores[exercise_id] = max(row.scores.get(exercise_id, 0), int(entry.get("best_score", 0)))
+            if entry.get("optional"):
+                optional.add(exercise_id)
+            used = int(entry.get("hints_used", 0) or 0)  # hint() cells that ran during grading
+            if used:
+                row.hints[exercise_id] = max(row.hints.get(exercise_id, 0), used)
+    ordered = dict(sorted(points.items(), key=lambda item: _sort_key(item[0])))
+    return Gradebook(ordered, sorted(rows.values(), key=lambda r: r.learner), optional & set(ordered))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,11 +1,19 @@
 """Run an exercise's cases against a learner's answer: feedback, hints and points.
 
 A lesson's exercises live in ``gatewaylab/checks/lNN_<name>.py``; each module builds :class:`Exercise` objects and
-registers cases on them with ``@exercise.case(...)``. ``import gatewaylab.checks`` imports every such module.
+registers cases on them with ``@exercise.case(...)``. ``gatewaylab.checks.load_all()`` imports every such module;
+:func:`get_exercise` and :func:`exercises` call it.
 
 In a notebook a check cell calls ``check("01.2", parse_status_line)``: the cases run, a report is shown (HTML in
 JupyterLab, plain text elsewhere) with a "Hint" button under it, and the result is recorded by
-:mod:`gatewaylab.progress`. ``run_check`` does the same work without displaying or recording; tests use it.
+:mod:`gatewaylab.progress`. ``run_check`` does the same work without displaying or recording; tests use it. Each
+press of "Hint" and each ``hint("01.2")`` reveals one more hint and records it in the progress file, so the hints
+survive a kernel restart; the report's and the hint's outputs carry the number of hints used as output metadata
+(``{"gatewaylab": {"exercise": "01.2", "hints_used": 2}}``), which :mod:`gatewaylab.grade` reads from a submitted
+notebook.
+
+The layers are one-way: the lesson modules import this one, this one imports :mod:`gatewaylab.progress`, and
+progress imports only :mod:`gatewaylab.checks`' declarations (read from source), never this module.
 
 Rules a check keeps:
 
@@ -27,6 +35,7 @@ autograder's environment. Without it a check cell never fails.
 
 from __future__ import annotations
 
+import ast
 import ctypes
 import html
 import inspect
@@ -41,6 +50,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from gatewaylab import progress
+from gatewaylab.checks import is_optional_title, load_all
 from gatewaylab.html_style import LEFT
 
 __all__ = [
@@ -56,6 +67,7 @@ __all__ = [
     "check",
     "hint",
     "hint_widget",
+    "hint_html",
     "is_stub",
     "stop_thread",
 ]
@@ -148,11 +160,16 @@ class Exercise:
 
     ``answer`` says what the check expects, e.g. ``"a function parse_status_line(line: bytes)"``. Every answer must be
     callable (a function, class or app); ``params`` is the number of positional arguments it must accept (``None``:
-    don't check). Creating an exercise registers it; an existing exercise with the same id is replaced.
+    don't check). An ``optional`` exercise counts toward no total (the dashboard shows it apart); a title ending in
+    "(optional)" marks it optional too. Creating an exercise registers it; an existing exercise with the same id is
+    replaced.
+
+    :func:`gatewaylab.checks.declarations` reads ``id``, ``title``, ``points``, ``hints`` and ``optional`` from the
+    module's source without importing it, so write them as literals.
     """
 
     def __init__(self, id: str, title: str, *, points: int, hints: list[str], answer: str,
-                 params: int | None = None, timeout: float = 5.0):
+                 params: int | None = None, timeout: float = 5.0, optional: bool = False):
         if not isinstance(id, str) or not _ID_PATTERN.fullmatch(id):
             raise ValueError(f"exercise id must look like '01.2' (lesson, dot, number), got {id!r}")
         if not isinstance(points, int) or isinstance(points, bool) or points < 0:
@@ -163,6 +180,8 @@ class Exercise:
             raise ValueError(f"params must be None or a number >= 0, got {params!r}")
         if not timeout > 0:
             raise ValueError(f"timeout must be > 0 seconds, got {timeout!r}")
+        if not isinstance(optional, bool):
+            raise ValueError(f"optional must be True or False, got {optional!r}")
         self.id = id
         self.title = title
         self.points = points
@@ -170,6 +189,7 @@ class Exercise:
         self.answer = answer
         self.params = params
         self.timeout = float(timeout)
+        self.optional = bool(optional) or is_optional_title(title)
         self.cases: list[Case] = []
         _REGISTRY[id] = self
         _hint_levels.pop(id, None)
@@ -191,7 +211,8 @@ class Exercise:
         return register
 
     def __repr__(self) -> str:
-        return f"Exercise({self.id!r}, {self.title!r}, points={self.points}, cases={len(self.cases)})"
+        extra = ", optional=True" if self.optional else ""
+        return f"Exercise({self.id!r}, {self.title!r}, points={self.points}, cases={len(self.cases)}{extra})"
 
 
 def _sort_key(exercise_id: str) -> tuple[int, int]:
@@ -200,8 +221,7 @@ def _sort_key(exercise_id: str) -> tuple[int, int]:
 
 
 def _load_checks() -> None:
-    # Imported here, not at the top, because the checks modules import this one.
-    import gatewaylab.checks  # noqa: F401
+    load_all()  # the lesson modules import this one, so they are imported on first use, not at the top
 
 
 def get_exercise(exercise_id: str) -> Exercise:
@@ -466,7 +486,35 @@ def run_check(exercise_id: str, answer: Any) -> Report:
 
 # --- display ------------------------------------------------------------------------------------------------------
 
-_hint_levels: dict[str, int] = {}  # exercise id -> hints revealed so far (shared by hint() and the buttons)
+# Exercise id -> hints revealed so far in this kernel. The progress file keeps the level across kernels and restarts
+# (see _hint_level); this copy only matters when that file cannot be written.
+_hint_levels: dict[str, int] = {}
+
+# Key of the metadata a check's and a hint's output carry, which gatewaylab.grade reads from a saved notebook.
+METADATA_KEY = "gatewaylab"
+
+# Goes inside style="...": no double quotes in it.
+MONOSPACE = "font-family:ui-monospace,SFMono-Regular,Menlo,Consolas,'Liberation Mono',monospace;font-size:90%"
+_BACKTICKS = re.compile(r"`([^`\n]+)`")
+# Code in a hint that is not in backticks: a call or subscript, maybe chained, such as .encode("ascii"), len(parts)
+# or environ['wsgi.input'].read(n) (brackets nested up to three deep), or a string literal such as b"\r\n" or 'POST'
+# (a quote after a letter is an apostrophe, as in "don't").
+_NAME = r"[A-Za-z_]\w*"
+
+
+def _nested(open_: str, close: str, depth: int = 3) -> str:
+    """A regex for brackets nested up to ``depth`` deep, on one line."""
+    inner = rf"[^{open_}{close}\n]*"
+    for _ in range(depth - 1):
+        inner = rf"(?:[^{open_}{close}\n]|{open_}{inner}{close})*"
+    return rf"{open_}{inner}{close}"
+
+
+_TRAILER = "(?:" + _nested(r"\(", r"\)") + "|" + _nested(r"\[", r"\]") + ")"
+_INLINE_CODE = re.compile(
+    rf"""(?<![\w.])\.?{_NAME}(?:\.{_NAME})*{_TRAILER}(?:{_TRAILER}|\.{_NAME})*"""
+    r"""|(?<![A-Za-z])[bfr]{0,2}"(?:\\.|[^"\\\n])*"(?![A-Za-z])"""
+    r"""|(?<![A-Za-z])[bfr]{0,2}'(?:\\.|[^'\\\n])*'(?![A-Za-z])""")
 
 
 def _in_kernel() -> bool:
@@ -478,71 +526,147 @@ def _in_kernel() -> bool:
     return shell is not None and getattr(shell, "kernel", None) is not None
 
 
-def _show(bundle: dict[str, str]) -> None:
-    """Display a mime bundle in IPython, or print its text/plain part elsewhere."""
+def _show(bundle: dict[str, str], metadata: dict[str, Any] | None = None) -> None:
+    """Display a mime bundle (with output metadata) in IPython, or print its text/plain part elsewhere."""
     try:
         from IPython.core.interactiveshell import InteractiveShell
         from IPython.display import display
     except ImportError:
         InteractiveShell = None
     if InteractiveShell is not None and InteractiveShell.initialized():
-        display(bundle, raw=True)
+        display(bundle, raw=True, metadata=metadata)
     else:
         print(bundle["text/plain"])
 
 
-def _revealed_hints(exercise: Exercise) -> list[str]:
+def _hint_level(exercise: Exercise) -> int:
+    """Hints of the exercise revealed so far, in this kernel or any other (the progress file remembers)."""
+    stored = progress.hints_used(exercise.id)
+    return min(max(stored, _hint_levels.get(exercise.id, 0)), len(exercise.hints))
+
+
+def _output_metadata(exercise: Exercise, level: int | None = None) -> dict[str, Any]:
+    """What a check's or hint's output records for gatewaylab.grade: the exercise and the hints revealed so far."""
+    return {METADATA_KEY: {"exercise": exercise.id,
+                           "hints_used": _hint_level(exercise) if level is None else level}}
+
+
+def _looks_like_code(text: str) -> bool:
+    """A whole hint that is Python (the last hint often is), or that spans lines (indented code)."""
+    if "\n" in text:
+        return True
+    if " " not in text.strip() or "`" in text:
+        return False
+    try:
+        ast.parse(text)
+    except (SyntaxError, ValueError):
+        return False
+    return True
+
+
+def _inline_html(text: str) -> str:
+    """Hint prose as HTML: text in backticks, and calls and string literals outside them, in a monospace font."""
+    out, at = [], 0
+    for match in _BACKTICKS.finditer(text):
+        out.append(_code_spans(text[at:match.start()]))
+        out.append(f'<code style="{MONOSPACE}">{html.escape(match.group(1))}</code>')
+        at = match.end()
+    out.append(_code_spans(text[at:]))
+    return "".join(out)
+
+
+def _code_spans(text: str) -> str:
+    out, at = [], 0
+    for match in _INLINE_CODE.finditer(text):
+        out.append(html.escape(text[at:match.start()]))
+        out.append(f'<code style="{MONOSPACE}">{html.escape(match.group(0))}</code>')
+        at = match.end()
+    out.append(html.escape(text[at:]))
+    return "".join(out)
+
+
+def hint_html(label: str, text: str) -> str:
+    """One hint as HTML: its label in bold, then the hint, code in a monospace font, no paragraph gap."""
+    head = f"<b>{html.escape(label)}</b>"
+    if _looks_like_code(text):
+        return (f'<div style="margin:0.2em 0">{head}<pre style="{MONOSPACE};margin:0.15em 0 0 0;padding:0.3em 0.5em;'
+                f'background:rgba(127,127,127,0.1);white-space:pre-wrap;overflow-wrap:anywhere">'
+                f"{html.escape(text)}</pre></div>")
+    return f'<div style="margin:0.2em 0;line-height:1.4">{head} {_inline_html(text)}</div>'
+
+
+def _hints_shown(exercise: Exercise, level: int) -> list[tuple[str, str]]:
     n = len(exercise.hints)
-    return [f"Hint {i + 1} of {n}: {exercise.hints[i]}" for i in range(_hint_levels.get(exercise.id, 0))]
+    return [(f"Hint {i + 1} of {n}:", exercise.hints[i]) for i in range(level)]
 
 
-def _next_hint(exercise: Exercise) -> list[str]:
-    """Reveal one more hint (if any is left) and return all revealed ones, plus a note when none are left."""
-    shown = _hint_levels.get(exercise.id, 0)
-    if shown < len(exercise.hints):
-        _hint_levels[exercise.id] = shown + 1
-        return _revealed_hints(exercise)
-    return _revealed_hints(exercise) + ["No more hints: that was the last one." if exercise.hints
-                                        else "This exercise has no hints."]
+def _note(exercise: Exercise) -> str:
+    return "No more hints: that was the last one." if exercise.hints else "This exercise has no hints."
+
+
+def _hints_bundle(shown: list[tuple[str, str]], note: str = "") -> dict[str, str]:
+    text = [f"{label} {hint}" for label, hint in shown] + ([note] if note else [])
+    body = "".join(hint_html(label, hint) for label, hint in shown)
+    if note:
+        body += f'<div style="margin:0.2em 0">{html.escape(note)}</div>'
+    return {"text/plain": "\n".join(text), "text/html": f'<div class="gatewaylab-hints">{body}</div>'}
+
+
+def _next_hint(exercise: Exercise) -> tuple[int, str]:
+    """Reveal one more hint, if any is left, and record it; returns the level now shown and a note when none is
+    left."""
+    shown = _hint_level(exercise)
+    if shown >= len(exercise.hints):
+        return shown, _note(exercise)
+    level = progress.record_hint(exercise.id, shown + 1)  # an unwritable file only warns: the hint still shows
+    _hint_levels[exercise.id] = max(level, shown + 1)
+    return min(_hint_levels[exercise.id], len(exercise.hints)), ""
 
 
 def hint(exercise_id: str) -> None:
-    """Show the next hint level of an exercise (and the ones before it), as HTML and plain text."""
-    lines = _next_hint(get_exercise(exercise_id))
-    _show({"text/plain": "\n".join(lines),
-           "text/html": "".join(f"<p>{html.escape(line)}</p>" for line in lines)})
+    """Show the next hint of an exercise (and the ones before it), as HTML and plain text.
+
+    Each call reveals one more and records it in the progress file, so after a kernel restart the next call goes on
+    from there; the output carries the number of hints used, for :mod:`gatewaylab.grade`.
+    """
+    exercise = get_exercise(exercise_id)
+    level, note = _next_hint(exercise)
+    _show(_hints_bundle(_hints_shown(exercise, level), note), _output_metadata(exercise, level))
 
 
 def hint_widget(exercise_id: str):
-    """A "Hint" button that reveals the next hint level on each press, with the hints shown below it."""
+    """A "Hint" button that reveals (and records) the next hint on each press, with the hints shown below it.
+
+    Hints revealed before, in this kernel or an earlier one, show from the start.
+    """
     import ipywidgets as widgets
 
     exercise = get_exercise(exercise_id)
     button = widgets.Button(description="Hint", tooltip=f"next hint for exercise {exercise.id}")
     text = widgets.HTML()
 
-    def render(lines: list[str]) -> None:
-        text.value = "".join(f"<p>{html.escape(line)}</p>" for line in lines)
-        if _hint_levels.get(exercise.id, 0) >= len(exercise.hints):
+    def render(level: int, note: str = "") -> None:
+        text.value = _hints_bundle(_hints_shown(exercise, level), note)["text/html"] if level or note else ""
+        if level >= len(exercise.hints):
             button.description = "No more hints"
         else:
-            button.description = f"Hint {_hint_levels.get(exercise.id, 0) + 1} of {len(exercise.hints)}"
+            button.description = f"Hint {level + 1} of {len(exercise.hints)}"
 
     # Button callbacks run on the kernel's main thread, so assigning widget values here is safe.
-    button.on_click(lambda _button: render(_next_hint(exercise)))
-    render(_revealed_hints(exercise))
+    button.on_click(lambda _button: render(*_next_hint(exercise)))
+    render(_hint_level(exercise))
     return widgets.VBox([button, text])
 
 
 def check(exercise_id: str, answer: Any) -> None:
     """What a check cell calls: run the cases, show the report and a hint button, record progress.
 
-    Never raises for anything the answer does, unless GATEWAYLAB_STRICT=1 and the exercise did not pass.
+    The report's output carries the number of hints used so far (metadata ``gatewaylab``), which
+    :mod:`gatewaylab.grade` reads from a submitted notebook. Never raises for anything the answer does, unless
+    GATEWAYLAB_STRICT=1 and the exercise did not pass.
     """
-    from gatewaylab import progress  # imported here: progress imports this module
-
     report = run_check(exercise_id, answer)
-    _show(report._repr_mimebundle_())
+    _show(report._repr_mimebundle_(), _output_metadata(report.exercise))
     if not report.passed and report.exercise.hints and _in_kernel():
         from IPython.display import display
 

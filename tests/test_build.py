@@ -1,5 +1,8 @@
 """gatewaylab.build: solutions -> exercises with stubs and nbgrader metadata, --check, --strip."""
 
+import subprocess
+import sys
+
 import nbformat
 import pytest
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook, new_output
@@ -198,3 +201,29 @@ def test_strip_removes_outputs_everywhere(repo):
 def test_the_repository_exercises_are_up_to_date():
     """What CI enforces: exercises/ is generated from solutions/ and no committed notebook has outputs."""
     assert drift(build.ROOT) == []
+
+
+HEAVY = ("httpx", "ipywidgets", "matplotlib")
+
+
+def test_the_build_reads_points_without_importing_the_check_modules():
+    # The build needs each exercise's points (and that it exists), which gatewaylab.checks.declarations reads from
+    # the lesson modules' source: importing those would pull in httpx, ipywidgets and matplotlib.
+    code = ("import sys, gatewaylab.build as build\n"
+            "problems = build.drift(build.ROOT)\n"
+            "assert build.add_metadata(build._read(build.ROOT / 'solutions' / '02_wsgi_the_interface.ipynb'))\n"
+            f"print(sorted(m for m in {HEAVY!r} if m in sys.modules), "
+            "sorted(m for m in sys.modules if m.startswith('gatewaylab.checks.')), problems)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[] [] []"
+
+
+def test_a_declaration_that_is_not_a_literal_is_a_clear_error(tmp_path):
+    from gatewaylab import checks
+
+    module = tmp_path / "l99_scratch.py"
+    module.write_text('from gatewaylab.grading import Exercise\nPOINTS = 2\n'
+                      'e = Exercise("99.1", "Scratch", points=POINTS, hints=["h"], answer="a function f()")\n')
+    with pytest.raises(ValueError, match=r"l99_scratch.py, line 3: the exercise's points must be a literal"):
+        checks._declared(module)

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from gatewaylab.grading import run_check
+from gatewaylab.checks import declarations
+from gatewaylab.grading import exercises, run_check
 from solution_answers import ROOT, SolutionNotebook
 
 NOTEBOOKS = [SolutionNotebook(path.name) for path in sorted((ROOT / "solutions").glob("*.ipynb"))]
@@ -44,3 +45,15 @@ def test_exercise_has_points_three_hints_and_cases(notebook, exercise_id, name):
     exercise = report.exercise
     assert 2 <= exercise.points <= 4 and len(exercise.hints) == 3 and len(exercise.cases) >= 3
     assert "expects" in report.results[0].message
+
+
+def test_declarations_read_from_source_agree_with_the_registered_exercises():
+    # The build, the dashboard and gatewaylab.grade read the exercises without importing the lesson modules.
+    registered = {e.id: (e.title, e.points, len(e.hints), e.optional) for e in exercises()}
+    declared = {d.id: (d.title, d.points, d.hints, d.optional) for d in declarations().values()}
+    assert declared == registered
+    assert [d.id for d in declarations().values() if d.optional] == ["02.5"]
+    modules = {e.id: e for e in exercises()}
+    for d in declarations().values():  # each is declared in the module that registers it
+        case_module = modules[d.id].cases[0].func.__module__
+        assert case_module == f"gatewaylab.checks.{d.module}", d.id

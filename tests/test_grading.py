@@ -9,8 +9,8 @@ import time
 
 import pytest
 
-from gatewaylab import grading
-from gatewaylab.grading import CaseFailed, Exercise, check, expect_equal, hint, hint_widget, run_check
+from gatewaylab import grading, progress
+from gatewaylab.grading import CaseFailed, Exercise, check, expect_equal, hint, hint_html, hint_widget, run_check
 
 
 @pytest.fixture(autouse=True)
@@ -305,6 +305,67 @@ def test_hint_button_reveals_the_next_level_each_press():
     assert "No more hints: that was the last one." in text.value
 
 
+def test_hints_are_recorded_and_continue_after_a_kernel_restart(capsys):
+    hint("00.1")
+    hint("00.1")
+    assert progress.hints_used("00.1") == 2
+    grading._hint_levels.clear()  # what a kernel restart forgets
+    hint("00.1")
+    out = capsys.readouterr().out.split("Hint 1 of 3")[-1]
+    assert "Hint 3 of 3" in out and "No more hints" not in out
+    assert progress.hints_used("00.1") == 3
+    hint("00.1")  # past the last hint: nothing more to record
+    assert "No more hints" in capsys.readouterr().out and progress.hints_used("00.1") == 3
+
+
+def test_each_hint_button_press_is_recorded_and_a_new_button_starts_where_the_last_one_was():
+    button, text = hint_widget("00.1").children
+    button.click()
+    assert progress.hints_used("00.1") == 1
+    button.click()
+    assert progress.hints_used("00.1") == 2
+    grading._hint_levels.clear()
+    button, text = hint_widget("00.1").children  # the button a check shows after a restart
+    assert button.description == "Hint 3 of 3"
+    assert "Hint 1 of 3" in text.value and "Hint 2 of 3" in text.value and "Hint 3 of 3" not in text.value
+    button.click()
+    assert progress.hints_used("00.1") == 3 and button.description == "No more hints"
+
+
+def test_hints_still_show_when_progress_cannot_be_saved(monkeypatch, capsys):
+    def broken_replace(src, dst):
+        raise OSError("read-only file system")
+
+    monkeypatch.setattr(progress.os, "replace", broken_replace)
+    with pytest.warns(UserWarning, match="could not save progress"):
+        hint("00.1")
+        hint("00.1")
+    assert "Hint 2 of 3" in capsys.readouterr().out  # this kernel still remembers
+
+
+def test_hint_html_shows_code_in_monospace_without_paragraph_gaps():
+    prose = hint_html("Hint 1 of 3:", 'Open it with `with conn:` and call .encode("ascii") on the text, don\'t wait')
+    assert "<p>" not in prose and "margin:0.2em 0" in prose
+    assert f'<code style="{grading.MONOSPACE}">with conn:</code>' in prose and "`" not in prose
+    assert '<code style="' + grading.MONOSPACE + '">.encode(&quot;ascii&quot;)</code>' in prose
+    assert "don&#x27;t wait" in prose  # an apostrophe starts no string
+    code = hint_html("Hint 3 of 3:", 'return f"HTTP/1.1 {code} {reason}\\r\\n".encode("ascii")')
+    assert "<pre" in code and "monospace" in code
+    lines = hint_html("Hint 3 of 3:", "for x in xs:\n    print(x)")
+    assert "<pre" in lines and "for x in xs:\n    print(x)</pre>" in lines  # the indentation is kept
+    assert "<script>" not in hint_html("Hint:", "<script>alert(1)</script> and `<b>`")
+
+
+def test_an_exercise_is_optional_when_declared_so_or_titled_so(scratch):
+    assert not scratch(1).optional
+    assert scratch(2, optional=True).optional
+    assert Exercise("98.3", "Bonus round (optional)", points=1, hints=["h"], answer="a function f()").optional
+    grading._REGISTRY.pop("98.3")
+    assert grading.get_exercise("02.5").optional and not grading.get_exercise("02.4").optional
+    with pytest.raises(ValueError, match="optional"):
+        scratch(4, optional="yes")
+
+
 @pytest.mark.slow
 def test_in_a_kernel_a_check_cell_shows_one_report_and_a_hint_button(tmp_path):
     import nbformat
@@ -313,6 +374,8 @@ def test_in_a_kernel_a_check_cell_shows_one_report_and_a_hint_button(tmp_path):
     nb = nbformat.v4.new_notebook(cells=[
         nbformat.v4.new_code_cell("def status_line(code, reason):\n    return b'HTTP/1.1'"),
         nbformat.v4.new_code_cell('from gatewaylab.grading import check\ncheck("00.1", status_line)'),
+        nbformat.v4.new_code_cell('from gatewaylab.grading import hint\nhint("00.1")'),
+        nbformat.v4.new_code_cell('check("00.1", status_line)'),
         nbformat.v4.new_code_cell('from gatewaylab.progress import dashboard\ndashboard()'),
     ])
     NotebookClient(nb, timeout=60, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
@@ -320,8 +383,12 @@ def test_in_a_kernel_a_check_cell_shows_one_report_and_a_hint_button(tmp_path):
     assert report.output_type == "display_data" and set(report.data) == {"text/plain", "text/html"}
     assert "1/3 cases, 0/2 points" in report.data["text/plain"]
     assert "application/vnd.jupyter.widget-view+json" in button.data
-    board = nb.cells[2].outputs[0].data
-    assert "✗ 00.1" in board["text/plain"] and "<table" in board["text/html"]
+    # The outputs record the hints used by then, which gatewaylab.grade reads from a submitted notebook.
+    assert report.metadata["gatewaylab"] == {"exercise": "00.1", "hints_used": 0}
+    assert nb.cells[2].outputs[0].metadata["gatewaylab"] == {"exercise": "00.1", "hints_used": 1}
+    assert nb.cells[3].outputs[0].metadata["gatewaylab"] == {"exercise": "00.1", "hints_used": 1}
+    board = nb.cells[4].outputs[0].data
+    assert "✗ 00.1 (1 hint)" in board["text/plain"] and "<table" in board["text/html"]
 
 
 def test_a_long_value_points_at_the_first_difference_but_a_short_one_does_not():
