@@ -68,16 +68,31 @@ class SlowHandler:
             return self.lock.wait_for(lambda: self.active == 0, timeout)
 
 @contextlib.contextmanager
-def _running(exercise_id: str, loop):
-    """Run `loop(listener)` with serve_socket; stop it afterwards, and say so when it crashed or did not end."""
-    server = serve_socket(loop, name=f"check-{exercise_id}")
-    failure = None
+def _running(exercise_id: str, loop, handler: SlowHandler):
+    """Run `loop(listener)` with serve_socket; stop it afterwards, and say so when it crashed or did not end, or
+    when handler's error escaped from a thread of the learner's (the thread died, and Python printed a traceback)."""
+    uncaught: list[BaseException] = []
+    previous_hook = threading.excepthook
+
+    def keep_uncaught(args):
+        if args.thread in handler.threads and isinstance(args.exc_value, OSError):
+            uncaught.append(args.exc_value)  # reported by the case instead of printed into the notebook
+        else:
+            previous_hook(args)
+
+    threading.excepthook = keep_uncaught
     try:
-        yield server
-    except CaseFailed as error:
-        failure = error
+        server = serve_socket(loop, name=f"check-{exercise_id}")
+        failure = None
+        try:
+            yield server
+        except CaseFailed as error:
+            failure = error
+        finally:
+            server.stop()  # joins the thread, so a crash is recorded in server.error by now
+            idle = _finish(handler)
     finally:
-        server.stop()  # joins the thread, so a crash is recorded in server.error by now
+        threading.excepthook = previous_hook
     first = f"{failure.message}\n" if failure else ""
     if failure and server.error is not None:
         crash = f"{type(server.error).__name__}: {server.error}"
@@ -90,6 +105,14 @@ def _running(exercise_id: str, loop):
                          "released?), or does it catch that OSError? Restart the kernel to stop it.")
     if failure:
         raise failure
+    if not idle:
+        raise CaseFailed("handle() calls were still running after the server stopped and every client had left")
+    if uncaught:
+        error = uncaught[0]
+        raise CaseFailed(f"handle(conn) raised {type(error).__name__} ({error}) in a thread of your server, and "
+                         "nothing caught it: the thread ended with a traceback, which Python prints for every client "
+                         "that leaves (and a pool that loses its worker this way shrinks). Catch OSError around "
+                         "handle(conn), inside the thread")
 
 
 def _send(url: str, clients: int, delay: float, steps: int) -> LoadResult:
@@ -125,15 +148,22 @@ def _disconnect_midway(address, count: int) -> None:
     time.sleep(0.2)  # let the server notice that they left
 
 
-def _finish(handler: SlowHandler) -> None:
-    """After the server stopped: every handle() call must have returned (threads left running would pile up)."""
+def _finish(handler: SlowHandler) -> bool:
+    """After the server stopped: wait for every handle() call to return, and for the threads they ran in to end
+    (so that an error escaping from one has reached threading.excepthook); False if a call was still running."""
+    deadline = time.monotonic() + SOCKET_TIMEOUT + 1
+    idle = handler.wait_idle(SOCKET_TIMEOUT + 1)
+    for thread in list(handler.threads):
+        if thread is not threading.current_thread():
+            thread.join(max(0.0, deadline - time.monotonic()))  # a pool's idle workers may outlive it: no error
+    return idle
 
 
 def _closed_even_when_handle_raises(exercise_id: str, start_loop) -> None:
     """A case for 04.1 and 04.2: handle(conn) raises for the second connection while its client waits; the loop must
     close that connection all the same, and keep serving. `start_loop(listener, handler)` runs the learner's loop."""
     handler = SlowHandler(0.0, fail=2)
-    with _running(exercise_id, lambda listener: start_loop(listener, handler)) as server:
+    with _running(exercise_id, lambda listener: start_loop(listener, handler), handler) as server:
         _all_answered(_send(server.url, 1, 0.0, 1), "a first request")
         # Sent last, so nothing else the loop accepts afterwards can free (and so close) this connection by accident.
         with socket.create_connection(server.address, timeout=SOCKET_TIMEOUT) as sock:
@@ -151,7 +181,6 @@ def _closed_even_when_handle_raises(exercise_id: str, start_loop) -> None:
                              "inside `with conn:` (or close in a `finally:` block), not handle(conn) then "
                              "conn.close()")
         _all_answered(_send(server.url, 2, 0.0, 2), "2 clients after handle(conn) had raised for another")
-    _finish(handler)
 
 
 # --- 04.1 threaded_server ---------------------------------------------------------------------------------------------
@@ -179,10 +208,9 @@ threaded_server = Exercise(
 def _(answer):
     clients, delay = 8, 0.25
     handler = SlowHandler(delay)
-    with _running("04.1", lambda listener: answer(listener, handler)) as server:
+    with _running("04.1", lambda listener: answer(listener, handler), handler) as server:
         result = _send(server.url, clients, delay, clients)
         _all_answered(result, f"{clients} clients at once")
-    _finish(handler)
     if handler.peak < clients:
         raise CaseFailed(f"at most {handler.peak} handle() call(s) ran at the same time, so the clients were served "
                          f"{'one at a time' if handler.peak == 1 else 'partly in turn'}: start a new thread for each "
@@ -192,17 +220,17 @@ def _(answer):
                          f"connection finishes them all in about {delay:g} s", expected=f"< {3 * delay:g} s",
                          got=f"{result.wall:.2f} s")
     if any(not thread.daemon for thread in handler.threads):
-        raise CaseFailed("handle(conn) ran in threads that are not daemon threads: a stuck one would keep Python "
-                         "from exiting. Start them with threading.Thread(..., daemon=True)")
+        raise CaseFailed("handle(conn) ran in threads that are not daemon threads (daemon=False?): a stuck one "
+                         "would keep Python from exiting. Leave daemon out, and a new thread is a daemon when the "
+                         "thread starting it is one (serve_socket's is), or pass daemon=True to say so")
 
 
 @threaded_server.case("every connection is closed after handle(conn) returns")
 def _(answer):
     handler = SlowHandler(0.0)
-    with _running("04.1", lambda listener: answer(listener, handler)) as server:
+    with _running("04.1", lambda listener: answer(listener, handler), handler) as server:
         for round_ in range(3):  # one at a time: each must end before the next starts
             _all_answered(_send(server.url, 1, 0.0, 1), f"request {round_ + 1} of 3, sent one after another")
-    _finish(handler)
 
 
 @threaded_server.case("a connection is closed even when handle(conn) raises", timeout=10.0)
@@ -213,11 +241,10 @@ def _(answer):
 @threaded_server.case("clients that leave mid-request don't stop the server", timeout=10.0)
 def _(answer):
     handler = SlowHandler(0.1)
-    with _running("04.1", lambda listener: answer(listener, handler)) as server:
+    with _running("04.1", lambda listener: answer(listener, handler), handler) as server:
         _disconnect_midway(server.address, 2)
         result = _send(server.url, 4, 0.1, 4)
         _all_answered(result, "4 clients after 2 others had left mid-request")
-    _finish(handler)
 
 
 # --- 04.2 pooled_server -----------------------------------------------------------------------------------------------
@@ -245,10 +272,9 @@ pooled_server = Exercise(
 def _staircase(answer, clients: int, pool: int, delay: float) -> tuple[LoadResult, SlowHandler]:
     handler = SlowHandler(delay)
     steps = math.ceil(clients / pool)
-    with _running("04.2", lambda listener: answer(listener, handler, pool)) as server:
+    with _running("04.2", lambda listener: answer(listener, handler, pool), handler) as server:
         result = _send(server.url, clients, delay, steps)
         _all_answered(result, f"{clients} clients at once, a pool of {pool}")
-    _finish(handler)
     if handler.peak > pool:
         raise CaseFailed(f"{handler.peak} handle() calls ran at the same time with pool_size={pool}: a bounded pool "
                          "never runs more than pool_size at once (a thread per connection has no bound)",
@@ -283,10 +309,9 @@ def _(answer):
 def _(answer):
     slow, fast, pool = 1.0, 0.1, 2
     handler = SlowHandler(fast, first=slow)
-    with _running("04.2", lambda listener: answer(listener, handler, pool)) as server:
+    with _running("04.2", lambda listener: answer(listener, handler, pool), handler) as server:
         result = _send(server.url, 5, slow, 2)
         _all_answered(result, f"5 clients at once, a pool of {pool}")
-    _finish(handler)
     # A real pool: one worker serves the slow request while the other serves the fast ones in turn, by about 0.4 s.
     ends = sorted(record.end for record in result.records)[:4]
     if ends[-1] > 0.8:
@@ -306,11 +331,10 @@ def _(answer):
 @pooled_server.case("workers whose clients left mid-request go back to work", timeout=10.0)
 def _(answer):
     handler = SlowHandler(0.1)
-    with _running("04.2", lambda listener: answer(listener, handler, 2)) as server:
+    with _running("04.2", lambda listener: answer(listener, handler, 2), handler) as server:
         _disconnect_midway(server.address, 3)  # more than the pool: a worker lost to each would empty it
         result = _send(server.url, 4, 0.1, 4)
         _all_answered(result, "4 clients after 3 others had left mid-request, with a pool of 2")
-    _finish(handler)
 
 
 # --- 04.3 predict_wall_time -------------------------------------------------------------------------------------------
@@ -498,7 +522,7 @@ def _(answer):
     _expect_gaps(answer(result, 0.5), result, 0.5, "idle_gaps(made-up run, 0.5)")
 
 
-@idle_gaps.case("a steady run has no gaps; a gap of exactly longer_than is not one")
+@idle_gaps.case("answers every 0.25 s: no gap for 0.5 or 0.25 (exactly longer_than is not one), eight for 0.125")
 def _(answer):
     steady = _made_up([(0.25 * (i + 1), 200) for i in range(8)])
     for longer_than in (0.5, 0.25, 0.125):
