@@ -1,12 +1,24 @@
-"""HTTP/1.1 on the wire: read and parse a request head, write a response (lesson 01).
+"""The course's HTTP/1.1 core: every rule of the protocol that the course's servers follow, in one place.
 
-Lesson 01 builds this module cell by cell; the WSGI server of lesson 03 imports it. It follows RFC 9112 (message syntax)
-and RFC 9110 (field values) closely enough to refuse what a careful server refuses. Reading a body (Content-Length,
-chunked) is lesson 03's job and is not here.
+    bytes -> read_head -> parse_request -> Request -> request_body_length / ChunkedBody   (the request)
+    app's status and headers -> choose_framing -> build_head -> bytes               (the response)
+
+Lesson 01 builds the first half (reading and parsing a request head, writing a response); lesson 03 adds the body and
+the response's framing. The WSGI server (gatewaylab.wsgi) and the ASGI server both import it, so no rule exists twice.
+
+The core does no I/O of its own. A head is parsed from a binary file: a socket's makefile("rb") in a blocking server,
+or an io.BytesIO of the bytes an asyncio server has buffered. A chunked body is decoded by ChunkedBody, which says what
+to read next (a line, or so many bytes) and is fed what was read, so a blocking file and an asyncio stream drive the
+same decoder. It follows RFC 9112 (message syntax) and RFC 9110 (semantics) closely enough to refuse what a careful
+server refuses.
 """
+import email.utils
+import functools
 import http
 import re
+import time
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 # Limits keep one client from making the server buffer without end.
 MAX_LINE = 8192  # bytes in the request line, or in one header line
@@ -81,6 +93,10 @@ TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 VERSION = re.compile(r"HTTP/([0-9])\.([0-9])")
 # A request target is visible ASCII only (RFC 3986 characters; h11 enforces the same).
 TARGET = re.compile(r"[\x21-\x7e]+")
+# absolute-form (RFC 9112 3.2.2): scheme "://" authority, then the path and query (a proxy's form; servers accept it too).
+ABSOLUTE_FORM = re.compile(r"(?i:https?)://([^/?#]+)([^#]*)")
+# A field value (RFC 9110 5.5): tab, visible ASCII and obs-text bytes (shown as latin-1); no other control character.
+FIELD_VALUE = re.compile(r"[\t\x20-\x7e\x80-\xff]*")
 
 
 def parse_request_line(line: bytes) -> tuple[str, str, str]:
@@ -93,6 +109,7 @@ def parse_request_line(line: bytes) -> tuple[str, str, str]:
         raise HTTPError(400, "invalid method")
     if not TARGET.fullmatch(target):
         raise HTTPError(400, "invalid request target")
+    check_target_form(method, target)
     match = VERSION.fullmatch(version)
     if not match:
         raise HTTPError(400, "invalid HTTP version")
@@ -101,14 +118,27 @@ def parse_request_line(line: bytes) -> tuple[str, str, str]:
     return method, target, version
 
 
+def check_target_form(method: str, target: str) -> None:
+    """The four forms of request-target (RFC 9112 3.2); anything else, a fragment included, is a 400."""
+    if method == "CONNECT":  # authority-form "host:port", and only it, for CONNECT (RFC 9112 3.2.3)
+        if not re.fullmatch(r"[^/?#@]+:[0-9]+", target):
+            raise HTTPError(400, f"CONNECT takes host:port, got {target!r}")
+    elif "#" in target:
+        raise HTTPError(400, "a request target has no fragment (#...)")
+    elif not (target.startswith("/") or ABSOLUTE_FORM.fullmatch(target) or (target == "*" and method == "OPTIONS")):
+        # origin-form "/path?query", absolute-form "http://host/path?query", asterisk-form "*" for OPTIONS only
+        raise HTTPError(400, f"invalid request target for {method}: {target!r}")
+
+
 def parse_headers(lines: list[bytes]) -> list[tuple[str, str]]:
     """Turn header lines (name ":" OWS value OWS) into (name, value) pairs, in order, repeats kept."""
     headers = []
     for line in lines:
         text = line.decode("latin-1")
         if text[:1] in (" ", "\t"):
-            # obs-fold: an old way to continue the previous value on a new line. RFC 9112 5.2 lets a server reject it,
-            # and rejecting is safer than guessing how a proxy in front of us joined the lines.
+            # obs-fold: an old way to continue the previous value on a new line. RFC 9112 5.2: a server MUST either
+            # reject it with 400 or replace each fold with spaces. Rejecting is safer than guessing how a proxy in
+            # front of us joined the lines.
             raise HTTPError(400, "header line starts with whitespace (obsolete line folding)")
         name, colon, value = text.partition(":")
         if not colon:
@@ -119,9 +149,9 @@ def parse_headers(lines: list[bytes]) -> list[tuple[str, str]]:
         if not TOKEN.fullmatch(name):
             raise HTTPError(400, "invalid header name")
         value = value.strip(" \t")
-        if any(char in value for char in "\r\n\0"):
-            # RFC 9110 5.5: CR, LF and NUL in a value are dangerous; a recipient must reject or replace them.
-            raise HTTPError(400, "header value contains CR, LF or NUL")
+        if not FIELD_VALUE.fullmatch(value):
+            # RFC 9110 5.5: no control character but tab belongs in a value; CR, LF and NUL are dangerous besides.
+            raise HTTPError(400, "header value contains a control character")
         headers.append((name, value))
     return headers
 
@@ -142,12 +172,23 @@ class Request:
         return ", ".join(values) if values else default
 
     @property
-    def path(self) -> str:  # the target up to the first "?"
-        return self.target.partition("?")[0]
+    def path(self) -> str:
+        """The target's path, still percent-encoded: "/" or more; "" for "*" (OPTIONS) and "host:port" (CONNECT)."""
+        absolute = ABSOLUTE_FORM.fullmatch(self.target)
+        if absolute:
+            return absolute[2].partition("?")[0] or "/"  # "http://host" and "http://host/" ask for the same
+        return self.target.partition("?")[0] if self.target.startswith("/") else ""
 
     @property
     def query(self) -> str:  # what follows the first "?", still percent-encoded
         return self.target.partition("?")[2]
+
+    @property
+    def host(self):
+        """Which host the request is for: the authority of an absolute-form target, which a server MUST use in place
+        of the Host header (RFC 9112 3.2.2), or else the Host header; None for HTTP/1.0 without one."""
+        absolute = ABSOLUTE_FORM.fullmatch(self.target)
+        return absolute[1] if absolute else self.header("Host")
 
     @property
     def keep_alive(self) -> bool:
@@ -172,10 +213,6 @@ def parse_request(rfile) -> Request | None:
     if not hosts and version != "HTTP/1.0":
         raise HTTPError(400, "missing Host header")
     return Request(method, target, version, headers)
-
-
-# What a response header value may hold: tab, visible ASCII and latin-1 letters; no CR or LF to inject a line with.
-FIELD_VALUE = re.compile(r"[\t\x20-\x7e\x80-\xff]*")
 
 
 def check_field(name: str, value: str) -> tuple[str, str]:
@@ -214,3 +251,209 @@ def error_response(error: HTTPError) -> bytes:
     body = f"{error.status} {error.reason}: {error.message}\n".encode("utf-8")
     headers = [("Content-Type", "text/plain; charset=utf-8"), ("Connection", "close")]
     return build_response(error.status, headers, body)
+
+
+# --- The request body (lesson 03) -------------------------------------------------------------------------------------
+
+MAX_BODY = 10 * 1024 * 1024  # bytes in a request body; a bigger one is refused with 413
+CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"  # the interim response a client waits for after Expect: 100-continue
+
+
+def request_body_length(request: Request, max_body: int = MAX_BODY) -> int | None:
+    """How the request body is framed (RFC 9112 section 6): its length in bytes (0 when it has none), or None when it
+    comes chunked, to be read with ChunkedBody. Every other case is refused."""
+    transfer_encoding = request.header("Transfer-Encoding")
+    content_length = request.header("Content-Length")
+    if transfer_encoding is not None and content_length is not None:
+        # Two framings that may disagree: that is how request smuggling works, when a proxy in front of us believed
+        # the other one. RFC 9112 6.3 allows decoding it as chunked; refusing is simpler and just as safe, and the
+        # connection is closed after the answer either way.
+        raise HTTPError(400, "both Content-Length and Transfer-Encoding")
+    if transfer_encoding is not None:
+        if request.version == "HTTP/1.0":
+            # HTTP/1.0 has no transfer codings: a proxy on the way may frame this body differently (RFC 9112 6.1).
+            raise HTTPError(400, "Transfer-Encoding in an HTTP/1.0 request")
+        codings = [coding.strip().lower() for coding in transfer_encoding.split(",")]
+        if codings[-1] != "chunked" or "chunked" in codings[:-1]:
+            # Only a final chunked says where the body ends (RFC 9112 6.3, item 4): we must answer 400 and close.
+            raise HTTPError(400, f"chunked must be the final transfer coding, once: got {transfer_encoding!r}")
+        if codings != ["chunked"]:
+            raise HTTPError(501, f"unsupported transfer coding {transfer_encoding!r}")  # e.g. "gzip, chunked"
+        return None
+    if content_length is None:
+        return 0  # a request without either has no body
+    # Digits only (RFC 9110 8.6): int() would also take "+3", " 5", "1_0"; this refuses "-1" and "5, 5" (two headers).
+    if not (content_length.isascii() and content_length.isdigit()):
+        raise HTTPError(400, f"invalid Content-Length {content_length!r}")
+    length = int(content_length)
+    if length > max_body:
+        raise HTTPError(413, f"request body larger than {max_body} bytes")
+    return length
+
+
+def wants_continue(request: Request) -> bool:
+    """Does the client wait for 100 Continue before it sends its body (Expect: 100-continue, as curl does)?"""
+    expect = request.header("Expect", "")
+    return expect.lower() == "100-continue" and request.version == "HTTP/1.1"
+
+
+# A chunk's size line (RFC 9112 section 7.1): hex digits, optional extensions (";name=value"), then CRLF exactly. No
+# bare LF, no stray CR, no spaces around the size: a server that reads framing more leniently than the proxy in front
+# of it can be smuggled a request. The RFC allows any number of digits; 16 (up to 2**64 - 1) is this server's own limit.
+# (int(x, 16) alone would also accept "0x1f", "+1f", " 1f" or "1_f".)
+CHUNK_SIZE = re.compile(rb"([0-9A-Fa-f]{1,16})(;[\t\x20-\x7e\x80-\xff]*)?\r\n")
+# A trailer field after the last chunk: a field name, a colon, a value without CR or LF, then CRLF.
+TRAILER_LINE = re.compile(rb"[!#$%&'*+.^_`|~0-9A-Za-z-]+:[\t\x20-\x7e\x80-\xff]*\r\n")
+LINE, DATA = "line", "data"  # what ChunkedBody.next_read() asks for
+PIECE = 65536  # at most this many bytes of chunk data at a time, however large the chunk
+
+
+class ChunkedBody:
+    """Decodes a chunked request body (RFC 9112 section 7.1), without doing any I/O itself.
+
+    next_read() says what to read next: (LINE, limit) for one line of at most `limit` bytes, or (DATA, n) for exactly
+    n bytes. feed() takes what was read and returns the body bytes it held. A blocking server drives it with
+    rfile.readline() and rfile.read(), an asyncio server with its stream: one grammar for both. Anything but the exact
+    grammar is a 400; a connection that ends early shows up as a short read, also a 400.
+    """
+
+    def __init__(self, max_body: int = MAX_BODY):
+        self.max_body = max_body
+        self.received = 0  # body bytes so far
+        self.state = "size"  # size -> data -> crlf -> size ... -> trailer -> done
+        self.left = 0  # bytes of the current chunk's data not read yet
+        self.trailers = 0
+
+    @property
+    def done(self) -> bool:
+        return self.state == "done"
+
+    def next_read(self) -> tuple[str, int]:
+        if self.state == "data":
+            return DATA, min(self.left, PIECE)
+        if self.state == "crlf":
+            return DATA, 2
+        return LINE, MAX_LINE + 2  # a size line or a trailer line
+
+    def feed(self, data: bytes) -> bytes:
+        if self.state == "size":
+            match = CHUNK_SIZE.fullmatch(data)
+            if match is None:
+                raise HTTPError(400, "invalid chunk size line")
+            size = int(match[1], 16)  # a chunk extension, if any, is ignored: nobody uses them
+            if self.received + size > self.max_body:
+                raise HTTPError(413, f"request body larger than {self.max_body} bytes")
+            self.state, self.left = ("data", size) if size else ("trailer", 0)
+            return b""
+        if self.state == "data":
+            if len(data) < min(self.left, PIECE):
+                raise HTTPError(400, "the connection ended in the middle of a chunk")
+            self.left -= len(data)
+            self.received += len(data)
+            if not self.left:
+                self.state = "crlf"
+            return data
+        if self.state == "crlf":
+            if data != b"\r\n":
+                raise HTTPError(400, "chunk data not followed by CRLF (shorter or longer than its size)")
+            self.state = "size"
+            return b""
+        if self.state == "trailer":
+            # Trailer fields may follow the last chunk; RFC 9112 section 7.1.2 lets a server read and drop them.
+            if data == b"\r\n":
+                self.state = "done"
+            elif not TRAILER_LINE.fullmatch(data):
+                raise HTTPError(400, "invalid or incomplete trailer section")
+            else:
+                self.trailers += 1
+                if self.trailers > MAX_HEADERS:
+                    raise HTTPError(431, f"more than {MAX_HEADERS} trailer fields")
+            return b""
+        raise RuntimeError("the chunked body has ended: nothing more to feed")
+
+
+def read_chunked(rfile, max_body: int = MAX_BODY) -> bytes:
+    """A whole chunked body from a blocking binary file, decoded (ChunkedBody driven by readline and read)."""
+    decoder, body = ChunkedBody(max_body), bytearray()
+    while not decoder.done:
+        kind, size = decoder.next_read()
+        body += decoder.feed(rfile.readline(size) if kind == LINE else rfile.read(size))
+    return bytes(body)
+
+
+# --- The response's framing (lesson 03) -------------------------------------------------------------------------------
+
+# Headers about one connection rather than the message. The server owns the connection, so an application must not set
+# them (PEP 3333). PEP 3333 points to RFC 2616 13.5.1, whose list names "Trailers"; the field is Trailer (RFC 9110 6.6.2).
+HOP_BY_HOP = {"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer",
+              "transfer-encoding", "upgrade"}
+LAST_CHUNK = b"0\r\n\r\n"  # ends a chunked body
+
+
+class Framing(NamedTuple):
+    """How one response's body goes on the wire; decided when its headers go out."""
+    headers: list  # what the server adds to the app's headers: Content-Length, Transfer-Encoding, Connection
+    has_body: bool  # False for HEAD, 1xx, 204 and 304
+    chunked: bool  # the body goes in chunks (HTTP/1.1, length unknown)
+    limit: int | None  # the app's Content-Length: never send more; None: no limit
+    keep_alive: bool  # may the connection carry another request after this response?
+
+
+def choose_framing(method, version, code, headers, body_length, keep_alive):
+    """How the client will know where the body ends (RFC 9112 section 6), and whether the connection stays open.
+    code is the status as an int; headers the app's (name, value) str pairs; body_length the whole body's length,
+    when the server knows it; keep_alive says whether the client and the server would both keep the connection."""
+    declared = [value for name, value in headers if name.lower() == "content-length"]
+    has_body = method != "HEAD" and code >= 200 and code not in (204, 304)
+    added, chunked, limit = [], False, None
+    if declared:
+        if len(declared) > 1 or not (declared[0].isascii() and declared[0].isdigit()):
+            raise ValueError(f"invalid Content-Length {declared}")
+        limit = int(declared[0]) if has_body else None
+    elif not has_body:
+        pass  # nothing to measure
+    elif body_length is not None:
+        added.append(("Content-Length", str(body_length)))
+    elif version == "HTTP/1.1":
+        added.append(("Transfer-Encoding", "chunked"))
+        chunked = True
+    else:
+        keep_alive = False  # HTTP/1.0 has no chunks: the body ends when the connection closes
+    if not keep_alive:
+        added.append(("Connection", "close"))
+    elif version == "HTTP/1.0":
+        added.append(("Connection", "keep-alive"))  # HTTP/1.0 closes unless told otherwise
+    return Framing(added, has_body, chunked, limit, keep_alive)
+
+
+def encode_chunk(data: bytes) -> bytes:
+    """One piece of a chunked body: its size in hex, CRLF, the bytes, CRLF. (An empty chunk would end the body.)"""
+    return b"%x\r\n%s\r\n" % (len(data), data) if data else b""
+
+
+@functools.lru_cache(maxsize=1)
+def http_date(second):
+    """The Date header's value (RFC 9110 5.6.7) for a time in whole seconds. Formatting a date costs as much as all
+    the rest of a small response's head, so a server formats it once a second (as uvicorn does): call it with
+    int(time.time()), and the cache answers the same second's calls."""
+    return email.utils.formatdate(second, usegmt=True)
+
+
+def build_head(status, headers):
+    """The status line ("404 Not Found") and the header block, with Date and Server added unless the headers have them."""
+    names = {name.lower() for name, _ in headers}
+    if "date" not in names:
+        headers = headers + [("Date", http_date(int(time.time())))]  # RFC 9110 6.6.1: a server with a clock sends one
+    if "server" not in names:
+        headers = headers + [("Server", "gatewaylab")]
+    lines = [f"HTTP/1.1 {status}\r\n"] + [f"{name}: {value}\r\n" for name, value in headers] + ["\r\n"]
+    return "".join(lines).encode("latin-1")
+
+
+def with_date(response: bytes) -> bytes:
+    """A whole response (from error_response, say) with a Date header after its status line.
+
+    RFC 9110 6.6.1: an origin server with a clock MUST send Date on 2xx, 3xx and 4xx responses, and MAY on 1xx and 5xx.
+    The course's servers send it on all of them."""
+    status_line, _, rest = response.partition(b"\r\n")
+    return status_line + b"\r\nDate: " + http_date(int(time.time())).encode("latin-1") + b"\r\n" + rest

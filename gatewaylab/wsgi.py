@@ -7,9 +7,7 @@ and streams the body it returns back to the client. It is small on purpose (no T
 but what it does, it does by the rules of PEP 3333 and RFC 9112.
 """
 import argparse
-import email.utils
 import errno
-import functools
 import importlib
 import io
 import logging
@@ -22,26 +20,15 @@ import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import NamedTuple
 from urllib.parse import unquote_to_bytes
 
-from gatewaylab.http1 import MAX_HEADERS, MAX_LINE, HTTPError, check_field, error_response, parse_request
+from gatewaylab.http1 import (CONTINUE, HOP_BY_HOP, LAST_CHUNK, MAX_BODY, HTTPError, build_head, check_field,
+                              choose_framing, encode_chunk, error_response, parse_request, read_chunked,
+                              request_body_length, wants_continue, with_date)
 
 log = logging.getLogger(__name__)
 
-MAX_BODY = 10 * 1024 * 1024  # bytes in a request body; a bigger one is refused with 413
 TIMEOUT = 5.0  # seconds a client may stay silent, between requests or in the middle of one
-# Headers about one connection rather than the response. The server owns the connection, so PEP 3333 forbids an app
-# to set them (the same list as wsgiref's).
-HOP_BY_HOP = {"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailers",
-              "transfer-encoding", "upgrade"}
-# A chunk's size line (RFC 9112 section 7.1): hex digits, optional extensions (";name=value"), then CRLF exactly. No
-# bare LF, no stray CR, no spaces around the size: a server that reads framing more leniently than the proxy in front
-# of it can be smuggled a request. The RFC allows any number of digits; 16 (up to 2**64 - 1) is this server's own limit.
-# (int(x, 16) alone would also accept "0x1f", "+1f", " 1f" or "1_f".)
-CHUNK_SIZE = re.compile(rb"([0-9A-Fa-f]{1,16})(;[\t\x20-\x7e\x80-\xff]*)?\r\n")
-# A trailer field after the last chunk: a field name, a colon, a value without CR or LF, then CRLF.
-TRAILER_LINE = re.compile(rb"[!#$%&'*+.^_`|~0-9A-Za-z-]+:[\t\x20-\x7e\x80-\xff]*\r\n")
 
 
 class ClientDisconnected(ConnectionError):
@@ -108,74 +95,17 @@ class InputStream:
         return line
 
 
-def read_chunked(rfile, max_body):
-    """Read a chunked request body (RFC 9112 section 7.1) and return it decoded. Anything but the exact grammar is a
-    400: size lines and the CRLF after each chunk's data are checked byte for byte."""
-    body = bytearray()
-    while True:
-        match = CHUNK_SIZE.fullmatch(rfile.readline(MAX_LINE + 2))
-        if match is None:
-            raise HTTPError(400, "invalid chunk size line")
-        size = int(match[1], 16)  # a chunk extension, if any, is ignored: nobody uses them
-        if size == 0:
-            break
-        if len(body) + size > max_body:
-            raise HTTPError(413, f"request body larger than {max_body} bytes")
-        chunk = rfile.read(size)
-        if len(chunk) < size or rfile.read(2) != b"\r\n":
-            raise HTTPError(400, "chunk shorter than its size, or not followed by CRLF")
-        body += chunk
-    # Trailer fields may follow the last chunk; RFC 9112 section 7.1.2 lets a server read and drop them.
-    for _ in range(MAX_HEADERS + 1):
-        line = rfile.readline(MAX_LINE + 2)
-        if line == b"\r\n":
-            return bytes(body)
-        if not TRAILER_LINE.fullmatch(line):
-            raise HTTPError(400, "invalid or incomplete trailer section")
-    raise HTTPError(431, f"more than {MAX_HEADERS} trailer fields")
-
-
-def send_continue(request, sock):
-    """Tell a client that waits before sending its body (Expect: 100-continue, as curl does) to go ahead."""
-    expect = request.header("Expect", "")
-    if expect.lower() == "100-continue" and request.version == "HTTP/1.1":
-        sock.sendall(b"HTTP/1.1 100 Continue\r\n\r\n")
-
-
 def open_body(request, rfile, sock, max_body):
-    """The request body as a file for wsgi.input, and its length. RFC 9112 section 6 says which bytes are the body."""
-    transfer_encoding = request.header("Transfer-Encoding")
-    content_length = request.header("Content-Length")
-    if transfer_encoding is not None and content_length is not None:
-        # Two framings that may disagree: that is how request smuggling works, when a proxy in front of us believed
-        # the other one. RFC 9112 allows decoding it as chunked; refusing is simpler and just as safe, and the
-        # connection is closed after the answer either way.
-        raise HTTPError(400, "both Content-Length and Transfer-Encoding")
-    if transfer_encoding is not None:
-        if request.version == "HTTP/1.0":
-            # HTTP/1.0 has no transfer codings: a proxy on the way may frame this body differently (RFC 9112 6.1).
-            raise HTTPError(400, "Transfer-Encoding in an HTTP/1.0 request")
-        codings = [coding.strip().lower() for coding in transfer_encoding.split(",")]
-        if codings[-1] != "chunked" or "chunked" in codings[:-1]:
-            # Only a final chunked says where the body ends (RFC 9112 6.3, item 4): we must answer 400 and close.
-            raise HTTPError(400, f"chunked must be the final transfer coding, once: got {transfer_encoding!r}")
-        if codings != ["chunked"]:
-            raise HTTPError(501, f"unsupported transfer coding {transfer_encoding!r}")  # e.g. "gzip, chunked"
-        send_continue(request, sock)
-        # The whole body is read before the app runs: the size limit and a 400 for a broken chunk happen in the
-        # server, and the environ can give CONTENT_LENGTH, which many apps (Flask's among them) want before reading.
+    """The request body as a file for wsgi.input, and its length (the core's request_body_length frames it)."""
+    length = request_body_length(request, max_body)  # None: chunked
+    if length != 0 and wants_continue(request):
+        sock.sendall(CONTINUE)  # the client waits for this before it sends its body
+    if length is None:
+        # The whole chunked body is read before the app runs: the size limit and a 400 for a broken chunk happen in
+        # the server, and the environ can give CONTENT_LENGTH, which many apps (Flask's among them) want before reading.
         body = read_chunked(rfile, max_body)
         return io.BytesIO(body), len(body)
-    if content_length is None:
-        return InputStream(rfile, 0), None  # a request without either has no body
-    if not (content_length.isascii() and content_length.isdigit()):  # refuses "-1", "0x10", and "5, 5" (two headers)
-        raise HTTPError(400, f"invalid Content-Length {content_length!r}")
-    length = int(content_length)
-    if length > max_body:
-        raise HTTPError(413, f"request body larger than {max_body} bytes")
-    if length:
-        send_continue(request, sock)
-    return InputStream(rfile, length), length
+    return InputStream(rfile, length), (length if request.header("Content-Length") is not None else None)
 
 
 # --- The environ --------------------------------------------------------------------------------------------------
@@ -216,6 +146,8 @@ def make_environ(request, body, length, server_address, client_address, multithr
             # above. Left in, "chunked" would tell apps such as Flask that the length is unknown.)
             key = "HTTP_" + key
             environ[key] = environ[key] + "," + value if key in environ else value
+    if request.host is not None:
+        environ["HTTP_HOST"] = request.host  # an absolute-form target's authority wins over Host (RFC 9112 3.2.2)
     return environ
 
 
@@ -241,62 +173,6 @@ def check_headers(headers):
             raise AssertionError(str(error)) from None
         if name.lower() in HOP_BY_HOP:
             raise AssertionError(f"hop-by-hop header {name!r} is not allowed: the server manages the connection")
-
-
-class Framing(NamedTuple):
-    """How one response's body goes on the wire; decided when its headers go out."""
-    headers: list  # what the server adds to the app's headers: Content-Length, Transfer-Encoding, Connection
-    has_body: bool  # False for HEAD, 1xx, 204 and 304
-    chunked: bool  # the body goes in chunks (HTTP/1.1, length unknown)
-    limit: int | None  # the app's Content-Length: never send more; None: no limit
-    keep_alive: bool  # may the connection carry another request after this response?
-
-
-def choose_framing(method, version, status, headers, body_length, keep_alive):
-    """How the client will know where the body ends (RFC 9112 section 6), and whether the connection stays open.
-    body_length is the whole body's length, when the server knows it; keep_alive says whether the client and the
-    server would both keep the connection."""
-    code = int(status[:3])
-    declared = [value for name, value in headers if name.lower() == "content-length"]
-    has_body = method != "HEAD" and code >= 200 and code not in (204, 304)
-    added, chunked, limit = [], False, None
-    if declared:
-        if len(declared) > 1 or not declared[0].isdigit():
-            raise AssertionError(f"invalid Content-Length {declared}")
-        limit = int(declared[0]) if has_body else None
-    elif not has_body:
-        pass  # nothing to measure
-    elif body_length is not None:
-        added.append(("Content-Length", str(body_length)))
-    elif version == "HTTP/1.1":
-        added.append(("Transfer-Encoding", "chunked"))
-        chunked = True
-    else:
-        keep_alive = False  # HTTP/1.0 has no chunks: the body ends when the connection closes
-    if not keep_alive:
-        added.append(("Connection", "close"))
-    elif version == "HTTP/1.0":
-        added.append(("Connection", "keep-alive"))  # HTTP/1.0 closes unless told otherwise
-    return Framing(added, has_body, chunked, limit, keep_alive)
-
-
-@functools.lru_cache(maxsize=1)
-def http_date(second):
-    """The Date header's value (RFC 9110 5.6.7) for a time in whole seconds. Formatting a date costs as much as all
-    the rest of a small response's head, so a server formats it once a second (as uvicorn does): call it with
-    int(time.time()), and the cache answers the same second's calls."""
-    return email.utils.formatdate(second, usegmt=True)
-
-
-def build_head(status, headers):
-    """The status line and the header block, with Date and Server added unless the headers have them."""
-    names = {name.lower() for name, _ in headers}
-    if "date" not in names:
-        headers = headers + [("Date", http_date(int(time.time())))]  # RFC 9110 6.6.1: servers send one
-    if "server" not in names:
-        headers = headers + [("Server", "gatewaylab")]
-    lines = [f"HTTP/1.1 {status}\r\n"] + [f"{name}: {value}\r\n" for name, value in headers] + ["\r\n"]
-    return "".join(lines).encode("latin-1")
 
 
 def send_bytes(sock, data):
@@ -359,15 +235,18 @@ class Response:
         if self.status is None:
             raise AssertionError("the application returned without calling start_response()")
         head = b"" if self.headers_sent else self.head(body_length=0)
-        send_bytes(self.sock, head + (b"0\r\n\r\n" if self.framing.chunked else b""))
+        send_bytes(self.sock, head + (LAST_CHUNK if self.framing.chunked else b""))
         # A body shorter than its Content-Length leaves the client waiting for the rest: only closing ends that.
         return self.framing.keep_alive and not self.remaining
 
     def head(self, body_length):
         """Fix the framing, now that the headers go out, and return them as bytes."""
         keep_alive = self.request.keep_alive and self.server_allows_keep_alive()
-        framing = choose_framing(self.request.method, self.request.version, self.status, self.headers, body_length,
-                                 keep_alive)
+        try:
+            framing = choose_framing(self.request.method, self.request.version, int(self.status[:3]), self.headers,
+                                     body_length, keep_alive)
+        except ValueError as error:  # the app's own Content-Length is broken
+            raise AssertionError(str(error)) from None
         self.framing, self.remaining = framing, framing.limit
         return build_head(self.status, self.headers + framing.headers)
 
@@ -378,9 +257,7 @@ class Response:
         if self.remaining is not None:
             data = data[:self.remaining]  # never more than the app's Content-Length
             self.remaining -= len(data)
-        if self.framing.chunked and data:
-            return b"%x\r\n%s\r\n" % (len(data), data)
-        return data
+        return encode_chunk(data) if self.framing.chunked else data
 
 
 # --- Running the app ----------------------------------------------------------------------------------------------
@@ -430,29 +307,57 @@ def close_gently(sock):
 
 def send_error(sock, error):
     """Answer a request the server refuses (or an app that failed) with lesson 01's error response, plus a Date."""
-    # RFC 9110 section 6.6.1: a server with a clock sends Date on 4xx and 5xx responses too.
-    status_line, _, rest = error_response(error).partition(b"\r\n")
-    date = f"Date: {http_date(int(time.time()))}\r\n".encode("latin-1")
     try:
-        sock.sendall(status_line + b"\r\n" + date + rest)
+        sock.sendall(with_date(error_response(error)))
     except OSError:
         pass  # the client is gone already
 
 
 # --- The server ---------------------------------------------------------------------------------------------------
 
+class SocketReader(io.RawIOBase):
+    """A connection's bytes, for its buffered reader, with an optional deadline that no read may wait past.
+
+    The socket's timeout bounds each wait; it cannot stop a client that sends a byte just before each timeout runs
+    out (slowloris). While a request head is read, a deadline bounds all the waits together, as nginx's
+    client_header_timeout does.
+    """
+
+    def __init__(self, sock, timeout):
+        self.sock, self.timeout = sock, timeout
+        self.deadline = None  # time.monotonic() by which the current read must be done; None: no deadline
+
+    def readable(self):
+        return True
+
+    def readinto(self, buffer):
+        if self.deadline is not None:
+            wait = min(self.timeout, self.deadline - time.monotonic())
+            if wait <= 0:
+                raise TimeoutError("the deadline passed")
+            self.sock.settimeout(wait)
+        try:
+            return self.sock.recv_into(buffer)
+        except BlockingIOError:
+            return None  # nothing there yet (request_waiting() looks without waiting): the buffered reader's word
+        finally:
+            if self.deadline is not None:
+                self.sock.settimeout(self.timeout)
+
+
 class Connection:
-    """One client's connection: its socket with a timeout on every read, a buffered reader on it, and since when it
-    has been idle (waiting for the client's next request)."""
+    """One client's connection: its socket with a timeout on every read, a buffered reader on it with a deadline for
+    request heads, and since when it has been idle (waiting for the client's next request)."""
 
     def __init__(self, sock, client_address, timeout):
         sock.settimeout(timeout)  # a client silent half-way through a request is dropped
         try:
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # send small responses now, not 40 ms later
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # no Nagle stall between two small writes
         except OSError:
             pass  # macOS refuses it on a connection the client has reset already; the first read will tell
         self.sock, self.client_address, self.timeout = sock, client_address, timeout
-        self.rfile = sock.makefile("rb")
+        self.reader = SocketReader(sock, timeout)
+        self.rfile = io.BufferedReader(self.reader)
         self.idle_since = time.monotonic()
         self.watched = False  # registered with the server's selector?
 
@@ -587,18 +492,22 @@ class Workers:
             connection.close()
 
 
-def read_request(rfile):
+def read_request(connection):
     """The next request on a connection, or None if there is none: the client closed the connection, or stayed
-    silent for the whole timeout. A client that stops half-way through a request head gets 408, as in lesson 01."""
+    silent for the whole timeout. Once a request has started, its whole head must arrive within `timeout` seconds:
+    a client that stops half-way, or trickles it, gets 408, as in lesson 01."""
     try:
-        if not rfile.peek(1):  # wait for the request's first byte: until it comes, the connection is idle
+        if not connection.rfile.peek(1):  # wait for the first byte: until it comes, the connection is idle
             return None
     except TimeoutError:
         return None  # an idle keep-alive connection is closed without a word, as clients expect
+    connection.reader.deadline = time.monotonic() + connection.timeout
     try:
-        return parse_request(rfile)
+        return parse_request(connection.rfile)
     except TimeoutError:
         raise HTTPError(408, "the request head did not arrive in time") from None
+    finally:
+        connection.reader.deadline = None
 
 
 def handle_request(server, request, connection):
@@ -633,7 +542,7 @@ def serve_connection(server, connection):
     """
     try:
         while True:
-            request = read_request(connection.rfile)
+            request = read_request(connection)
             if request is None:
                 return False  # the client closed the connection (or, waiting here, stayed silent too long)
             if not handle_request(server, request, connection):

@@ -289,3 +289,37 @@ def test_error_response_closes_and_explains():
     assert b"\r\nConnection: close" in head and b"\r\nContent-Type: text/plain" in head
     assert b"Content-Length: %d" % len(body) in head
     assert b"missing Host header" in body
+
+
+# --- request-target forms (RFC 9112 3.2) -------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("line, path, query, host", [
+    (b"GET /a/b?x=1 HTTP/1.1", "/a/b", "x=1", "h"),
+    (b"GET http://example.org/a/b?x=1 HTTP/1.1", "/a/b", "x=1", "example.org"),  # absolute-form: its authority wins
+    (b"GET HTTP://example.org:8080?x=1 HTTP/1.1", "/", "x=1", "example.org:8080"),  # an empty path is "/"
+    (b"GET https://example.org HTTP/1.1", "/", "", "example.org"),
+    (b"OPTIONS * HTTP/1.1", "", "", "h"),
+    (b"CONNECT example.org:443 HTTP/1.1", "", "", "h"),
+])
+def test_every_target_form_gives_a_path_query_and_host(line, path, query, host):
+    request = parse(line + b"\r\nHost: h\r\n\r\n")
+    assert (request.path, request.query, request.host) == (path, query, host)
+
+
+@pytest.mark.parametrize("target, method", [
+    (b"foo/bar", b"GET"),  # not origin-form
+    (b"/a#frag", b"GET"),  # a fragment is never sent
+    (b"*", b"GET"),  # asterisk-form is for OPTIONS only
+    (b"example.org:443", b"GET"),  # authority-form is for CONNECT only
+    (b"/x", b"CONNECT"),  # ... and CONNECT takes nothing else
+    (b"ftp://example.org/", b"GET"),
+    (b"http:///nohost", b"GET"),
+])
+def test_a_target_in_no_form_is_400(target, method):
+    assert status_of(method + b" " + target + b" HTTP/1.1\r\nHost: h\r\n\r\n") == 400
+
+
+@pytest.mark.parametrize("value", [b"a\x07b", b"a\x7fb", b"a\x1bb", b"\x00", b"a\x0bb"])
+def test_control_characters_other_than_tab_in_a_value_are_400(value):
+    assert status_of(b"GET / HTTP/1.1\r\nHost: h\r\nX-V: " + value + b"\r\n\r\n") == 400
+    assert parse(b"GET / HTTP/1.1\r\nHost: h\r\nX-V: a\tb\xe9\r\n\r\n").header("X-V") == "a\tb\xe9"

@@ -1,13 +1,19 @@
 """The code a lesson builds is the code the package ships, word for word.
 
-A code cell whose first line is `# gatewaylab/<module>.py` holds package code. For every such module, the last
-definition of each function, class and UPPER_CASE constant in the lesson's cells must be identical to the module's, and
-together the cells must define everything the module defines: the lesson may build a function in steps, but its last
-step is the module.
+A code cell whose first line is `# gatewaylab/<module>.py` holds package code. A module may be built over several
+lessons (lesson 01 starts the HTTP core, lesson 03 adds to it). For every such module, the last definition of each
+function, class and UPPER_CASE constant, taking the lessons in order, must be identical to the module's, and together
+the cells must define everything the module defines: a lesson may build a function in steps, but its last step is the
+module.
+
+The cells must also run as they stand: every module-level name their definitions use must be bound in that notebook
+(imported or defined in one of its cells), or a learner running the lesson meets a NameError the package never shows.
 """
 
 import ast
+import builtins
 import json
+import symtable
 import re
 from pathlib import Path
 
@@ -57,16 +63,75 @@ def test_some_lesson_builds_package_code():
     assert LESSON_CODE, "no notebook cell starts with '# gatewaylab/<module>.py'"
 
 
-@pytest.mark.parametrize("notebook, module", sorted(LESSON_CODE), ids=lambda v: v)
-def test_lesson_cells_are_the_module_word_for_word(notebook, module):
-    in_lesson = definitions(LESSON_CODE[notebook, module])
+MODULES = sorted({module for _, module in LESSON_CODE})
+
+
+def built_over_the_lessons(module: str) -> tuple[dict[str, str], dict[str, str]]:
+    """name -> the last definition of it in the lessons, and name -> the notebook that made that definition."""
+    found, where = {}, {}
+    for (notebook, marked), source in sorted(LESSON_CODE.items()):
+        if marked == module:
+            for name, segment in definitions(source).items():
+                found[name], where[name] = segment, notebook
+    return found, where
+
+
+@pytest.mark.parametrize("module", MODULES)
+def test_lesson_cells_are_the_module_word_for_word(module):
+    in_lessons, where = built_over_the_lessons(module)
     in_package = definitions((ROOT / module).read_text())
-    missing = sorted(set(in_package) - set(in_lesson))
-    assert not missing, f"{module} defines {missing}, which {notebook} never builds"
-    extra = sorted(set(in_lesson) - set(in_package))
-    assert not extra, f"{notebook} marks {extra} as {module} code, but the module has no such definitions"
+    missing = sorted(set(in_package) - set(in_lessons))
+    assert not missing, f"{module} defines {missing}, which no lesson builds"
+    extra = sorted(set(in_lessons) - set(in_package))
+    assert not extra, f"lessons mark {extra} as {module} code, but the module has no such definitions"
     for name, source in in_package.items():
-        assert in_lesson[name] == source, f"{name} in {notebook} differs from {module}"
+        assert in_lessons[name] == source, f"{name} in {where[name]} differs from {module}"
+
+
+def global_names_used(source: str) -> set[str]:
+    """The module-level names that `source` reads: in its functions and classes (their global names), and at the top
+    level (a constant's value, a decorator, an annotation), where names it binds itself are not counted."""
+    top = symtable.symtable(source, "<lesson>", "exec")
+    used = {symbol.get_name() for symbol in top.get_symbols()
+            if symbol.is_referenced() and not (symbol.is_assigned() or symbol.is_imported())}
+
+    def walk(table):
+        for child in table.get_children():
+            for symbol in child.get_symbols():
+                if symbol.is_global():
+                    used.add(symbol.get_name())
+            walk(child)
+    walk(top)
+    return used
+
+
+def names_bound(source: str) -> set[str]:
+    """The names a notebook's code binds at module level: imports, definitions, assignments."""
+    table = symtable.symtable(source, "<notebook>", "exec")
+    return {symbol.get_name() for symbol in table.get_symbols() if symbol.is_assigned() or symbol.is_imported()}
+
+
+def notebook_code(name: str) -> str:
+    cells = json.loads((ROOT / "notebooks" / name).read_text())["cells"]
+    sources = ["".join(c["source"]) if isinstance(c["source"], list) else c["source"] for c in cells
+               if c["cell_type"] == "code"]
+    # (IPython's own syntax, "!cmd" or "%magic", is not Python: those lines are left out.)
+    return "\n\n".join("\n".join(line for line in source.splitlines() if not line.lstrip().startswith(("!", "%")))
+                       for source in sources)
+
+
+@pytest.mark.parametrize("notebook, module", sorted(LESSON_CODE), ids=lambda v: v)
+def test_every_name_the_lesson_code_uses_is_bound_in_its_notebook(notebook, module):
+    used = global_names_used(LESSON_CODE[notebook, module])
+    unbound = sorted(used - names_bound(notebook_code(notebook)) - set(dir(builtins)))
+    assert not unbound, f"{notebook}'s copy of {module} uses {unbound}, which nothing in the notebook imports"
+
+
+def test_a_missing_import_is_noticed():
+    code = "import os\n\ndef f():\n    return errno.EINTR, os.sep, len([])\n"
+    assert global_names_used(code) - names_bound(code) - set(dir(builtins)) == {"errno"}
+    code = "import os\nSEP = os.sep + re.escape('x')\n\n@cache\ndef f(x: Request):\n    return x\n"
+    assert global_names_used(code) - names_bound(code) == {"re", "cache", "Request"}
 
 
 def test_the_comparison_notices_a_difference():

@@ -20,9 +20,7 @@ import httpx
 import pytest
 
 from gatewaylab.probe import Connection
-from gatewaylab.wsgi import (ClientDisconnected, InputStream, WSGIServer, build_head, choose_framing, load_app,
-                             make_server, read_chunked)
-from gatewaylab.http1 import HTTPError
+from gatewaylab.wsgi import ClientDisconnected, InputStream, WSGIServer, load_app, make_server
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -215,46 +213,6 @@ def test_input_stream_reports_a_body_cut_short():
         InputStream(io.BufferedReader(io.BytesIO(b"")), 5).readline()
 
 
-def test_read_chunked_rejects_broken_chunks():
-    assert read_chunked(io.BufferedReader(io.BytesIO(b"3\r\nabc\r\n0\r\n\r\n")), 100) == b"abc"
-    for broken in (b"x\r\nabc\r\n0\r\n\r\n", b"0x3\r\nabc\r\n0\r\n\r\n", b"3\r\nabcd\r\n0\r\n\r\n", b"3\r\nab",
-                   b"3\r\nabc\r\n0\r\n"):
-        with pytest.raises(HTTPError) as caught:
-            read_chunked(io.BufferedReader(io.BytesIO(broken)), 100)
-        assert caught.value.status == 400, broken
-
-
-@pytest.mark.parametrize("broken", [
-    b"3\nabc\r\n0\r\n\r\n",  # bare LF after the size
-    b"3\r\r\nabc\r\n0\r\n\r\n",  # a stray CR before the CRLF
-    b"3\r\nabc\n0\r\n\r\n",  # bare LF after the data
-    b"3\r\nabc\rx0\r\n\r\n",  # CR and something else after the data
-    b" 3\r\nabc\r\n0\r\n\r\n",  # leading whitespace
-    b"3 \r\nabc\r\n0\r\n\r\n",  # trailing whitespace
-    b"+3\r\nabc\r\n0\r\n\r\n",  # a sign int() would accept
-    b"3;a\rb\r\nabc\r\n0\r\n\r\n",  # a CR inside an extension
-    b"3\r\nabc\r\n0\n\r\n",  # bare LF after the last chunk
-    b"3\r\nabc\r\n0\r\n\n",  # bare LF ending the trailers
-    b"3\r\nabc\r\n0\r\nX-T: 1\n\r\n",  # a trailer field ending in a bare LF
-    b"3\r\nabc\r\n0\r\nnot a field\r\n\r\n",  # a trailer line that is no field
-    b"1" * 17 + b"\r\n",  # more than the server's 16 digits
-])
-def test_read_chunked_accepts_only_exact_crlf_framing(broken):
-    with pytest.raises(HTTPError) as caught:
-        read_chunked(io.BufferedReader(io.BytesIO(broken)), 10**30)
-    assert caught.value.status == 400
-
-
-def test_read_chunked_accepts_extensions_trailers_and_16_digits():
-    body = b"3;name=value;flag\r\nabc\r\n0000000000000002\r\nde\r\n0\r\nX-Checksum: 1f\r\nX-Empty:\r\n\r\nNEXT"
-    rfile = io.BufferedReader(io.BytesIO(body))
-    assert read_chunked(rfile, 100) == b"abcde"
-    assert rfile.read() == b"NEXT"  # it stops right after the body
-    with pytest.raises(HTTPError) as caught:
-        read_chunked(io.BufferedReader(io.BytesIO(b"a\r\n0123456789\r\n0\r\n\r\n")), 9)
-    assert caught.value.status == 413
-
-
 def test_wsgi_input_methods_over_a_real_connection_and_keep_alive_after():
     def app(environ, start_response):
         stream = environ["wsgi.input"]
@@ -420,33 +378,6 @@ def test_framing_without_content_length(pieces, version, expect):
         assert "transfer-encoding" not in headers
     if version == "HTTP/1.0":
         assert "content-length" not in headers and body == b"generator"
-
-
-@pytest.mark.parametrize("method, version, status, headers, body_length, keep_alive, expect", [
-    ("GET", "HTTP/1.1", "200 OK", [], 5, True, ([("Content-Length", "5")], True, False, None, True)),
-    ("GET", "HTTP/1.1", "200 OK", [], None, True, ([("Transfer-Encoding", "chunked")], True, True, None, True)),
-    ("GET", "HTTP/1.0", "200 OK", [], None, True, ([("Connection", "close")], True, False, None, False)),
-    ("GET", "HTTP/1.0", "200 OK", [], 5, True, ([("Content-Length", "5"), ("Connection", "keep-alive")], True,
-                                                 False, None, True)),
-    ("GET", "HTTP/1.1", "200 OK", [("Content-Length", "3")], 5, False, ([("Connection", "close")], True, False, 3,
-                                                                         False)),
-    ("HEAD", "HTTP/1.1", "200 OK", [("Content-Length", "3")], None, True, ([], False, False, None, True)),
-    ("GET", "HTTP/1.1", "304 Not Modified", [], None, True, ([], False, False, None, True)),
-], ids=["length known", "chunked", "1.0 until close", "1.0 keep-alive", "app's length", "HEAD", "304"])
-def test_choose_framing(method, version, status, headers, body_length, keep_alive, expect):
-    assert tuple(choose_framing(method, version, status, headers, body_length, keep_alive)) == expect
-
-
-def test_choose_framing_refuses_a_bad_content_length_and_build_head_adds_date_and_server():
-    for declared in (["-1"], ["5", "5"]):
-        with pytest.raises(AssertionError, match="invalid Content-Length"):
-            choose_framing("GET", "HTTP/1.1", "200 OK", [("Content-Length", value) for value in declared], None, True)
-    head = build_head("404 Not Found", [("Content-Type", "text/plain")]).decode("latin-1")
-    assert head.startswith("HTTP/1.1 404 Not Found\r\nContent-Type: text/plain\r\nDate: ") and head.endswith(
-        " GMT\r\nServer: gatewaylab\r\n\r\n")
-    given = [("Date", "Tue, 01 Jul 2025 00:00:00 GMT"), ("Server", "mine")]
-    assert build_head("200 OK", given) == b"HTTP/1.1 200 OK\r\n" + b"".join(
-        f"{name}: {value}\r\n".encode() for name, value in given) + b"\r\n"
 
 
 def test_the_apps_content_length_is_never_exceeded_and_a_short_body_closes():
@@ -1005,3 +936,35 @@ def test_load_app_finds_nested_attributes():
     assert load_app("gatewaylab.wsgi:make_server") is make_server
     with pytest.raises(ValueError, match="not a callable"):
         load_app("gatewaylab.wsgi:MAX_BODY")
+
+
+def test_a_request_head_trickled_a_byte_at_a_time_gets_408_after_the_deadline():
+    # Each byte comes well within the timeout, so a timeout per read would never fire (slowloris); the head's deadline
+    # does, about `timeout` seconds after its first byte.
+    def app(environ, start_response):
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [b"ok"]
+
+    with running(app, timeout=1.0) as server:
+        with socket.create_connection(server.server_address, timeout=5) as sock:
+            started = time.monotonic()
+            answer = b""
+            for byte in b"GET / HTTP/1.1\r\nHost: x\r\nX-Slow: " + b"a" * 100:
+                try:
+                    sock.sendall(bytes([byte]))
+                except OSError:
+                    break
+                time.sleep(0.1)
+                sock.setblocking(False)
+                try:
+                    answer += sock.recv(4096)
+                except BlockingIOError:
+                    pass
+                finally:
+                    sock.setblocking(True)
+                if answer:
+                    break
+            elapsed = time.monotonic() - started
+        assert answer.startswith(b"HTTP/1.1 408 "), answer
+        assert 0.9 < elapsed < 2.5, elapsed
+        assert httpx.get(url(server)).text == "ok"  # and the server goes on serving
