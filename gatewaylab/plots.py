@@ -19,6 +19,7 @@ from typing import Iterable
 
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.collections import PolyCollection
+from matplotlib.colors import to_rgba
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
@@ -37,6 +38,7 @@ OKABE_ITO = {
 SERIES_COLOURS = [OKABE_ITO[name] for name in
                   ("blue", "orange", "bluish green", "reddish purple", "sky blue", "vermillion", "yellow")]
 IDEAL_COLOUR, PREDICTION_COLOUR = OKABE_ITO["black"], OKABE_ITO["vermillion"]
+IDEAL_WIDTH, PREDICTION_WIDTH = 1.5, 6.0  # points: the band is wide enough to show on both sides of the ideal
 
 
 class Plot:
@@ -56,7 +58,7 @@ class Plot:
 
     def _html(self, png_base64: str) -> str:
         return (f'<img src="data:image/png;base64,{png_base64}" alt="{html.escape(self.alt, quote=True)}" '
-                f'style="max-width:100%"><p>{html.escape(self.summary)}</p>')
+                f'style="max-width:100%;display:block"><p>{html.escape(self.summary)}</p>')
 
     def _repr_mimebundle_(self, include=None, exclude=None) -> dict:
         png_base64 = base64.b64encode(self.png()).decode("ascii")  # render once for both
@@ -103,8 +105,10 @@ def timeline(results, *, ideal: float | None = None, prediction: float | None = 
              title: str | None = None) -> Plot:
     """One horizontal bar per request, from when it started to when it ended; one colour per LoadResult.
 
-    ideal: a reference time (s), e.g. one request's delay, drawn as a dashed line; prediction: the learner's guess (s),
-    drawn as a dotted line. Requests are listed in the order they finished, each result in its own band.
+    ideal: a reference time (s), e.g. one request's delay, drawn as a thin dashed black line; prediction: the learner's
+    guess (s), drawn as a wide, see-through vermillion band with a triangle above the plot, under the ideal's line
+    (so both show when they are equal); None draws none. Requests are listed in the order they finished, each result
+    in its own band.
     """
     results = _results(results)
     ideal, prediction = _seconds("ideal", ideal), _seconds("prediction", prediction)
@@ -133,11 +137,16 @@ def timeline(results, *, ideal: float | None = None, prediction: float | None = 
     if failed_x:
         ax.plot(failed_x, failed_y, "x", color=OKABE_ITO["black"], markersize=5, linestyle="none",
                 label=f"no response ({len(failed_x)})")
-    if ideal is not None:
-        ax.axvline(ideal, color=IDEAL_COLOUR, linestyle="--", linewidth=1.5, label=f"ideal: {format_seconds(ideal)}")
     if prediction is not None:
-        ax.axvline(prediction, color=PREDICTION_COLOUR, linestyle=":", linewidth=2.5,
+        # A wide, see-through band with a triangle above the plot, under the thin dashed ideal: a prediction equal
+        # to the ideal shows as the dashed line inside the band, and the triangle marks it even then.
+        ax.axvline(prediction, color=to_rgba(PREDICTION_COLOUR, 0.5), linewidth=PREDICTION_WIDTH,
+                   solid_capstyle="butt", zorder=3, marker="v", markevery=[1], markersize=10,
+                   markerfacecolor=PREDICTION_COLOUR, markeredgecolor=PREDICTION_COLOUR, clip_on=False,
                    label=f"your prediction: {format_seconds(prediction)}")
+    if ideal is not None:
+        ax.axvline(ideal, color=IDEAL_COLOUR, linestyle="--", linewidth=IDEAL_WIDTH, zorder=4,
+                   label=f"ideal: {format_seconds(ideal)}")
 
     right = max([r.end for result in results for r in result.records] + [ideal or 0, prediction or 0])
     ax.set_xlim(0, right * 1.04 or 1)
@@ -145,7 +154,7 @@ def timeline(results, *, ideal: float | None = None, prediction: float | None = 
     ax.yaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("time since start (s)")
     ax.set_ylabel("request (in order of finishing)")
-    ax.set_title(title or "When each request ran")
+    ax.set_title(title or "When each request ran", pad=10)  # room for the prediction's triangle
     ax.grid(axis="x", alpha=0.3)
     figure.legend(loc="outside lower center", ncols=2, frameon=False)
 
@@ -159,7 +168,8 @@ def timeline(results, *, ideal: float | None = None, prediction: float | None = 
            f"since start in seconds; y axis: requests in order of finishing. "
            + " ".join(_describe(result, label) for result, label in zip(results, labels))
            + (f" A dashed line marks the ideal, {format_seconds(ideal)}." if ideal is not None else "")
-           + (f" A dotted line marks your prediction, {format_seconds(prediction)}." if prediction is not None else ""))
+           + (f" A wide band with a triangle above it marks your prediction, {format_seconds(prediction)}"
+              + (", the same as the ideal." if prediction == ideal else ".") if prediction is not None else ""))
     return Plot(figure, alt, summary)
 
 

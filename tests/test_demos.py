@@ -1,12 +1,14 @@
 """gatewaylab.demos: the teaser race measures what it claims, and the panel works from its button and as a call."""
 
+import re
 import threading
 import time
 
+import ipywidgets as widgets
 import pytest
 
 from gatewaylab import servers
-from gatewaylab.demos import PredictRun, Race, slow_asgi_app, slow_wsgi_app, teaser_race
+from gatewaylab.demos import PredictRun, Race, show_when, slow_asgi_app, slow_wsgi_app, teaser_race
 from gatewaylab.load import load
 from gatewaylab.load import LoadResult, RequestRecord
 from gatewaylab.plots import timeline
@@ -77,7 +79,7 @@ def test_run_button_measures_in_the_background_and_fills_the_panel():
 
     demo = PredictRun("How long?", "s", run, lambda result, prediction: timeline(result, prediction=prediction),
                       default=1.5, title="Fake")
-    assert demo.prediction.value == 1.5
+    assert demo.prediction.value == "1.5"
     started = time.perf_counter()
     demo.button.click()
     assert time.perf_counter() - started < 0.5  # returned at once
@@ -99,6 +101,7 @@ def test_an_error_is_shown_in_the_panel_and_raised_by_the_plain_call():
         raise ConnectionError("server went away")
 
     demo = PredictRun("How long?", "s", run, lambda result, prediction: timeline(result))
+    demo.prediction.value = "1"
     demo.button.click()
     demo.wait(5)
     assert "failed: ConnectionError: server went away" in demo.status.value
@@ -117,17 +120,147 @@ def test_a_plot_function_that_returns_no_plot_is_reported():
 
 def test_comparison_without_a_prediction_or_a_number():
     demo = PredictRun("Q", "s", lambda progress: "no number", lambda result, prediction: timeline(fake_result(1)))
-    assert demo.run() == "no number" and "<p><b>done</b></p>" in demo.output.value
-    assert demo.comparison(None, 12.34) == "measured 12.3 s"
+    assert demo.run() == "no number" and "<b>done</b></p>" in demo.output.value
+    assert demo.comparison(None, 12.34) == "no prediction; measured 12.3 s"
     assert demo.comparison(0.5, 0.123) == "you predicted 0.50 s; measured 0.12 s"
 
 
-def test_panel_shows_as_a_widget():
-    demo = PredictRun("Q <b>?</b>", "ms", lambda progress: None, lambda result, prediction: None)
-    assert "application/vnd.jupyter.widget-view+json" in demo._repr_mimebundle_()
-    question = demo.widget.children[0]
-    assert question.value == "<p>Q &lt;b&gt;?&lt;/b&gt;</p>"
-    assert demo.prediction.description == "Your prediction (ms):"
+def recording_panel(**options):
+    """A panel whose plot function records the prediction it was given."""
+    given = []
+
+    def plot(result, prediction):
+        given.append(prediction)
+        return timeline(result, ideal=1.0, prediction=prediction)
+
+    return PredictRun("How long?", "s", lambda progress: fake_result(2.0), plot, button="Go", **options), given
+
+
+@pytest.mark.parametrize("typed", ["", "   "])
+def test_a_blank_prediction_is_refused_by_the_button_with_a_message(typed):
+    demo, given = recording_panel()
+    demo.prediction.value = typed
+    demo.button.click()
+    assert demo.thread is None and given == [] and demo.result is None  # nothing ran
+    assert "Type your prediction in the box first: a number, in s" in demo.status.value
+    assert "“Go”" in demo.status.value and demo.button.disabled is False
+    demo.prediction.value = "2,5"  # a decimal comma is a decimal point
+    demo.button.click()
+    demo.wait(5)
+    assert given == [2.5] and "you predicted 2.5 s; measured 2.0 s" in demo.output.value
+
+
+@pytest.mark.parametrize("typed, message", [("ten", "“ten” is not a number"), ("-1", "0 or more"),
+                                            ("nan", "0 or more"), ("inf", "0 or more")])
+def test_a_prediction_that_is_not_a_number_of_0_or_more_is_refused(typed, message):
+    demo, given = recording_panel()
+    demo.prediction.value = typed
+    assert demo.start() is None
+    assert message in demo.status.value and given == []
+
+
+def test_run_without_a_prediction_records_no_prediction_and_draws_none():
+    demo, given = recording_panel(default=3.0)
+    assert demo.prediction.value == "3"
+    demo.run()  # a call without a prediction: none, not the box's 3 nor 0
+    assert given == [None] and demo.last_prediction is None and demo.prediction.value == ""
+    assert "no prediction; measured 2.0 s" in demo.output.value and "you predicted" not in demo.output.value
+    assert not any(line.get_marker() == "v" for line in demo.last_plot.figure.axes[0].lines)
+    demo.run(prediction=1.0)  # a prediction equal to the ideal is drawn (and kept in the box)
+    assert given[-1] == 1.0 and demo.prediction.value == "1"
+    with pytest.raises(ValueError, match="0 or more"):
+        demo.run(prediction=-2)
+
+
+def test_panel_shows_as_a_widget_with_normal_line_spacing_and_code_in_the_code_font():
+    demo = PredictRun("Q <b>?</b> is `app(environ, start_response)` called?", "ms", lambda progress: None,
+                      lambda result, prediction: None, title="The `wsgi` title")
+    bundle = demo._repr_mimebundle_()
+    assert "application/vnd.jupyter.widget-view+json" in bundle
+    title, question = demo.widget.children[:2]
+    assert "<h4" in title.value and "<code style='font-family:var(--jp-code-font-family,monospace)" in title.value
+    assert "Q &lt;b&gt;?&lt;/b&gt; is <code style='font-family:var(--jp-code-font-family,monospace);" \
+           "font-size:0.92em'>app(environ, start_response)</code> called?" in question.value
+    assert "line-height:1.45" in question.value and "`" not in question.value
+    assert demo.prediction.description == "Your prediction (ms):" and demo.prediction.value == ""
+    unpaired = PredictRun("a ` b", "s", lambda progress: None, lambda result, prediction: None)
+    assert "a ` b" in unpaired.widget.children[0].value and "<code" not in unpaired.widget.children[0].value
+
+
+class FakeShell:
+    def __init__(self, names):
+        self.user_ns = names
+
+
+def test_where_widgets_cannot_show_the_panel_says_how_to_run_it_as_a_call(monkeypatch):
+    demo = teaser_race()
+    text = demo._repr_mimebundle_()["text/plain"]
+    assert text == repr(demo)
+    assert text.startswith("Teaser: one slow endpoint, two servers: a predict-then-run panel\n20 clients send")
+    assert "wsgiref.simple_server" in text and "`" not in text
+    words = " ".join(text.split())
+    assert "Where widgets cannot show" in words and "run it as a call with your prediction, in s:" in words
+    assert max(len(line) for line in text.splitlines()) <= 100
+    assert text.endswith("\n    panel.run(prediction=2.5)")
+    import IPython
+    monkeypatch.setattr(IPython, "get_ipython", lambda: FakeShell({"_": demo, "other": 1, "race": demo}))
+    assert repr(demo).endswith("\n    race.run(prediction=2.5)")  # the name the learner gave it
+    assert "run(prediction=" in PredictRun.__doc__ and "run(prediction=" in teaser_race.__doc__
+    assert "run(prediction=" in PredictRun.run.__doc__ or "prediction" in PredictRun.run.__doc__
+
+
+def test_the_text_says_what_the_last_run_measured():
+    demo, _ = recording_panel()
+    demo.run(prediction=1.5)
+    assert repr(demo).splitlines()[-1] == ("Last run: you predicted 1.5 s; measured 2.0 s; "
+                                           "fake: all 1 OK by 2.00 s; ideal 1.00 s; you predicted 1.50 s")
+    assert repr(demo).splitlines()[-2] == "    panel.run(prediction=1.5)"
+
+
+def test_displayed_the_panel_brings_a_note_for_when_it_cannot_show_which_the_live_panel_hides(monkeypatch):
+    import IPython.display
+
+    shown = []
+    monkeypatch.setattr(IPython.display, "display", lambda data, raw=False: shown.append((data, raw)))
+    demo = PredictRun("Q", "s", lambda progress: None, lambda result, prediction: None)
+    demo._ipython_display_()
+    (panel, raw_panel), (note, raw_note) = shown
+    assert raw_panel and raw_note
+    assert panel["application/vnd.jupyter.widget-view+json"]["model_id"] == demo.widget.model_id
+    assert "run it as a call" in panel["text/plain"]
+    assert set(note) == {"text/html"}  # a text front end shows the panel's text, and nothing more
+    page = note["text/html"]
+    assert "Error displaying widget" in page and "Run the cells above from the top" in page
+    note_class = re.search(r"gatewaylab-note-[0-9a-f]{12}", page).group()
+    # The live panel's style sheet hides exactly this panel's note...
+    sheet = demo.stale.value
+    assert f".{note_class} {{display:none !important}}" in sheet
+    other = PredictRun("Q", "s", lambda progress: None, lambda result, prediction: None)
+    assert note_class not in other.stale.value  # ...not another panel's
+    # ...and shows the lost-kernel box only where ipywidgets marks the view as cut off from its kernel.
+    assert demo.stale.layout.display == "none" and "gatewaylab-stale" in demo.stale._dom_classes
+    assert ".gatewaylab-stale.jupyter-widgets-disconnected {display:flex !important" in sheet
+    assert "lost its kernel" in sheet and "Run the cells above from the top" in sheet
+    assert demo.stale in demo.widget.children
+
+
+def test_controls_show_above_the_prediction_and_show_when_hides_what_does_not_act():
+    kind = widgets.Dropdown(options=["sequential", "pool"], value="sequential")
+    pool = widgets.IntSlider(3)
+    demo = PredictRun("Q", "s", lambda progress: None, lambda result, prediction: None, title="T",
+                      controls=[widgets.HBox([kind, pool])])
+    children = demo.widget.children
+    assert children[2].children == (kind, pool) and demo.prediction in children[3].children
+    show_when(pool, kind, "pool")
+    assert pool.layout.display == "none"
+    kind.value = "pool"
+    assert pool.layout.display is None
+    kind.value = "sequential"
+    assert pool.layout.display == "none"
+    with pytest.raises(TypeError, match="controls must be widgets"):
+        PredictRun("Q", "s", lambda progress: None, lambda result, prediction: None, controls=["pool"])
+    with pytest.raises(ValueError, match="values"):
+        show_when(pool, kind)
 
 
 def test_bad_arguments_are_refused():
@@ -136,3 +269,5 @@ def test_bad_arguments_are_refused():
     demo = PredictRun("Q", "s", lambda progress: None, lambda r, p: None)
     with pytest.raises(TypeError, match="prediction must be a number"):
         demo.run("ten")
+    with pytest.raises(ValueError, match="default must be a number of 0 or more"):
+        PredictRun("Q", "s", lambda progress: None, lambda r, p: None, default=-1)

@@ -1,11 +1,13 @@
 """gatewaylab.plots: what a plot draws, says and shows, and that it leaves no figure behind."""
 
 import base64
+import io
 
 import matplotlib.pyplot as plt
+import numpy as np
 import pytest
 from matplotlib.collections import PolyCollection
-from matplotlib.colors import to_hex
+from matplotlib.colors import to_hex, to_rgb
 
 from gatewaylab.load import LoadResult, RequestRecord
 from gatewaylab.plots import OKABE_ITO, SERIES_COLOURS, Plot, latency_summary, timeline
@@ -25,6 +27,14 @@ def together(label, n=5, delay=0.5, failed=0):
     return LoadResult(label, "http://127.0.0.1:1/", n, records, wall=delay)
 
 
+def vertical_lines(ax):
+    """(the ideal's line, the prediction's line)"""
+    ideal = [line for line in ax.lines if line.get_linestyle() == "--"]
+    prediction = [line for line in ax.lines if line.get_marker() == "v"]
+    assert len(ideal) == len(prediction) == 1, ax.lines
+    return ideal[0], prediction[0]
+
+
 def legend_texts(plot):
     return [text.get_text() for legend in plot.figure.legends for text in legend.get_texts()]
 
@@ -40,8 +50,10 @@ def test_timeline_draws_one_bar_per_request_in_one_colour_per_result():
     assert ends == sorted(ends) == pytest.approx([0.5, 1.0, 1.5, 2.0, 2.5])
     assert ax.get_title() == "Race"
     assert ax.get_xlabel() == "time since start (s)" and ax.get_ylabel().startswith("request")
-    vertical = {line.get_linestyle(): line.get_xdata()[0] for line in ax.lines if line.get_linestyle() in ("--", ":")}
-    assert vertical == {"--": 0.5, ":": 2.0}
+    ideal, prediction = vertical_lines(ax)
+    assert ideal.get_xdata()[0] == 0.5 and prediction.get_xdata()[0] == 2.0
+    assert ideal.get_linestyle() == "--" and to_hex(ideal.get_color()) == OKABE_ITO["black"].lower()
+    assert to_hex(prediction.get_color()) == OKABE_ITO["vermillion"].lower()
     texts = legend_texts(plot)
     assert "wsgi: all 5 OK by 2.50 s" in texts and "asgi: 4 of 5 OK by 0.50 s" in texts
     assert "ideal: 0.50 s" in texts and "your prediction: 2.00 s" in texts and "no response (1)" in texts
@@ -51,8 +63,35 @@ def test_timeline_says_in_words_what_it_shows():
     plot = timeline([staircase("wsgi"), together("asgi")], ideal=0.5, prediction=2.0)
     assert plot.summary == "wsgi: all 5 OK by 2.50 s; asgi: all 5 OK by 0.50 s; ideal 0.50 s; you predicted 2.00 s"
     for fact in ("Timeline of 10 requests", "wsgi: 5 requests from 5 clients, 5 OK", "the last ended at 2.50 s",
-                 "dashed line marks the ideal, 0.50 s", "dotted line marks your prediction, 2.00 s"):
+                 "dashed line marks the ideal, 0.50 s", "band with a triangle above it marks your prediction, 2.00 s."):
         assert fact in plot.alt
+
+
+def test_a_prediction_equal_to_the_ideal_stays_visible_and_so_does_the_ideal():
+    plot = timeline([staircase("wsgi"), together("asgi")], ideal=0.5, prediction=0.5)
+    ax = plot.figure.axes[0]
+    ideal, prediction = vertical_lines(ax)
+    assert ideal.get_zorder() > prediction.get_zorder()  # the thin ideal is drawn over the wide prediction
+    assert prediction.get_linewidth() >= 3 * ideal.get_linewidth()  # so the band shows on both sides of it
+    assert list(prediction.get_markevery()) == [1] and not prediction.get_clip_on()  # a triangle above the plot
+    assert "your prediction, 0.50 s, the same as the ideal" in plot.alt
+    # In the picture: along the line, both the ideal's black and the prediction's vermillion show.
+    pixels = plt.imread(io.BytesIO(plot.png()))[:, :, :3]
+    x, _ = ax.transData.transform((0.5, 0))
+    top, bottom = [plot.figure.bbox.height - ax.transAxes.transform((0, y))[1] for y in (1, 0)]
+    column = pixels[int(top) + 2:int(bottom) - 2, int(x) - 6:int(x) + 7].reshape(-1, 3)
+    black = (column.max(axis=1) < 0.25).sum()
+    vermillion = ((column[:, 0] > 0.8) & (column[:, 1] > 0.45) & (column[:, 1] < 0.85) & (column[:, 2] < 0.75)).sum()
+    assert black > 50 and vermillion > 50, (black, vermillion)
+    # and the triangle above the plot is solid vermillion
+    above = pixels[int(top) - 6:int(top), int(x) - 3:int(x) + 4].reshape(-1, 3)
+    assert (np.abs(above - to_rgb(OKABE_ITO["vermillion"])).max(axis=1) < 0.1).sum() > 10
+
+
+def test_no_prediction_draws_none():
+    ax = timeline(together("asgi"), ideal=0.5, prediction=None).figure.axes[0]
+    assert [line.get_linestyle() for line in ax.lines] == ["--"]
+    assert not any(line.get_marker() == "v" for line in ax.lines)
 
 
 def test_timeline_takes_a_single_result_and_names_unlabelled_runs():
