@@ -12,6 +12,7 @@ shows as a failed check, never as a hung probe.
 """
 import html
 import socket
+import textwrap
 import threading
 import time
 from dataclasses import dataclass, field
@@ -511,10 +512,12 @@ STYLE = {True: "color:#009E73;font-weight:bold", False: "color:#D55E00;font-weig
 
 @dataclass
 class ProbeReport:
-    """The results of one probe: a table in a notebook (HTML), aligned text elsewhere."""
+    """The results of one probe: a table in a notebook (HTML), aligned text elsewhere. label: the server's name, as
+    given to probe_side_by_side or probe(label=...); the summary names the server by it (by its URL without one)."""
 
     target: str
     results: list = field(default_factory=list)
+    label: str | None = None
 
     @property
     def passed(self):
@@ -527,7 +530,7 @@ class ProbeReport:
 
     def summary(self):
         counted = [result for result in self.results if result.passed is not None]
-        return f"{self.target}: {sum(r.passed for r in counted)} of {len(counted)} checks passed"
+        return f"{self.label or self.target}: {sum(r.passed for r in counted)} of {len(counted)} checks passed"
 
     def __str__(self):
         rows = [(r.mark, r.name, r.expected, r.got) for r in self.results]
@@ -550,18 +553,18 @@ class ProbeReport:
                 f"<th {LEFT_CELL}>check</th><th {LEFT_CELL}>expected</th><th {LEFT_CELL}>got</th></tr></thead><tbody>{rows}</tbody></table>")
 
 
-def probe(target, *, checks=None, timeout=None):
+def probe(target, *, checks=None, timeout=None, label=None):
     """Run every check (or the named ones) against the server at `target`, one after another; returns a ProbeReport.
 
     The server should be serving probe_app (WSGI) or probe_asgi_app (ASGI): the checks know their answers.
-    `timeout` (seconds) replaces each check's own time limit.
+    `timeout` (seconds) replaces each check's own time limit. `label` names the server in the report's summary.
     """
     host, port = parse_address(target)
     chosen = CHECKS if checks is None else [one for one in CHECKS if one.name in checks]
     if checks is not None and len(chosen) != len(set(checks)):
         unknown = sorted(set(checks) - {one.name for one in CHECKS})
         raise ValueError(f"unknown checks {unknown}; the checks are {[one.name for one in CHECKS]}")
-    report = ProbeReport(f"http://{host}:{port}")
+    report = ProbeReport(f"http://{host}:{port}", label=label)
     for one in chosen:
         report.results.append(run_check(one, (host, port), one.timeout if timeout is None else timeout))
     return report
@@ -579,13 +582,26 @@ class SideBySide:
         return [(name, [by_label[label].get(name) for label in self.reports]) for name in names]
 
     def __str__(self):
-        labels = list(self.reports)
-        table = [["check"] + labels]
+        """A text table of at most TEXT_WIDTH characters a line: a cell too long for its column wraps onto more lines
+        (nothing is cut), and then a blank line separates the rows."""
+        table = [["check"] + list(self.reports)]
         for name, results in self.rows():
-            table.append([name] + [f"{r.mark} {r.got}"[:30] if r else "" for r in results])
-        widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
-        lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in table]
-        return "\n".join(lines + [report.summary() for report in self.reports.values()])
+            table.append([name] + [f"{r.mark} {r.got}" if r else "" for r in results])
+        widths = column_widths([max(len(row[i]) for row in table) for i in range(len(table[0]))],
+                               TEXT_WIDTH - len(GAP) * (len(table[0]) - 1))
+        rows = [[textwrap.wrap(cell, width, break_on_hyphens=False) or [""] for cell, width in zip(row, widths)]
+                for row in table]
+        wrapped = any(len(cell) > 1 for row in rows for cell in row)
+        lines = []
+        for number, row in enumerate(rows):
+            if wrapped and number > 1:
+                lines.append("")
+            for i in range(max(len(cell) for cell in row)):
+                lines.append(GAP.join((cell[i] if i < len(cell) else "").ljust(width)
+                                      for cell, width in zip(row, widths)).rstrip())
+            if number == 0:
+                lines.append(GAP.join("-" * width for width in widths))
+        return "\n".join(lines + [""] + [report.summary() for report in self.reports.values()])
 
     def __repr__(self):
         return str(self)
@@ -605,7 +621,29 @@ class SideBySide:
 
 
 def probe_side_by_side(targets, *, checks=None, timeout=None):
-    """probe() each server of {label: url_or_address}; the reports side by side, one column per server."""
+    """probe() each server of {label: url_or_address}; the reports side by side, one column per server, each
+    named by its label."""
     if not targets:
         raise ValueError("give at least one server, as {label: url}")
-    return SideBySide({label: probe(target, checks=checks, timeout=timeout) for label, target in targets.items()})
+    return SideBySide({label: probe(target, checks=checks, timeout=timeout, label=label)
+                       for label, target in targets.items()})
+
+
+TEXT_WIDTH = 110  # characters in a line of SideBySide's text table: a notebook's output on a 1280 px screen
+GAP = "  "
+
+
+def column_widths(natural, total, narrowest=12):
+    """Widths for columns whose longest cells are `natural` characters, to fit `total`: a column that needs less than
+    an even share keeps its width, and the others share what is left evenly (never narrower than `narrowest`)."""
+    widths = list(natural)
+    wide = list(range(len(widths)))
+    while wide:
+        share = (total - sum(widths[i] for i in range(len(widths)) if i not in wide)) // len(wide)
+        narrow = [i for i in wide if natural[i] <= share]
+        if not narrow:
+            for i in wide:
+                widths[i] = max(share, narrowest)
+            break
+        wide = [i for i in wide if i not in narrow]
+    return widths

@@ -6,8 +6,8 @@ import time
 import httpx
 import pytest
 
-from gatewaylab.probe import (CHECKS, ProbeReport, parse_address, probe, probe_app, probe_asgi_app,
-                              probe_side_by_side, route)
+from gatewaylab.probe import (CHECKS, TEXT_WIDTH, CheckResult, ProbeReport, SideBySide, column_widths,
+                              parse_address, probe, probe_app, probe_asgi_app, probe_side_by_side, route)
 from gatewaylab.servers import serve_asgi, serve_socket, serve_wsgi
 
 CHECK_NAMES = [one.name for one in CHECKS]
@@ -136,6 +136,63 @@ def test_reports_render_as_html_and_text():
     plain = str(side)
     assert plain.splitlines()[0].split() == ["check", "course", "sloppy", "<b>"]
     assert "bad request line" in plain
+    # every summary names its server as given, not by its URL
+    assert plain.splitlines()[-2:] == ["course: 2 of 2 checks passed", "sloppy <b>: 0 of 2 checks passed"]
+    assert good_report.summary() == "course: 2 of 2 checks passed" and good_report.target == good.url.rstrip("/")
+    assert "<b>course: 2 of 2 checks passed</b>" in good_report._repr_html_()
+    assert "course: 2 of 2 checks passed<br>sloppy &lt;b&gt;: 0 of 2 checks passed" in both
+    assert "http://" not in plain and "http://" not in both
+
+
+def test_a_probe_without_a_label_names_the_server_by_its_url_and_with_one_by_the_label():
+    with serve_wsgi(probe_app, "probe-label", server="gatewaylab") as server:
+        unnamed = probe(server.url, checks=["GET /"])
+        named = probe(server.url, checks=["GET /"], label="yours")
+    host, port = server.address
+    assert unnamed.summary() == f"http://{host}:{port}: 1 of 1 checks passed"
+    assert named.summary() == "yours: 1 of 1 checks passed" and str(named).splitlines()[0] == named.summary()
+
+
+def fake_report(label, gots):
+    results = [CheckResult(name, "kind", "expected", got, passed, 0.1)
+               for (name, (got, passed)) in gots.items()]
+    return ProbeReport(f"http://127.0.0.1:{len(label)}", results, label)
+
+
+LONG = ("connection closed or reset without a complete answer (the server closed the connection without an "
+        "answer)")
+
+
+def test_the_text_table_wraps_long_cells_instead_of_cutting_them():
+    side = SideBySide({
+        "yours": fake_report("yours", {"Content-Length and Transfer-Encoding": (LONG, False), "GET /": ("200 OK", True)}),
+        "course": fake_report("course", {"Content-Length and Transfer-Encoding": ("400 Bad Request", True),
+                                         "GET /": ("200 OK, body b'Hello from the probe app\\n'", True)}),
+        "wsgiref": fake_report("wsgiref", {"Content-Length and Transfer-Encoding": ("x" * 70, False),
+                                           "GET /": ("200 OK", True)}),
+    })
+    text = str(side)
+    lines = text.splitlines()
+    assert max(len(line) for line in lines) <= TEXT_WIDTH
+    assert lines[0].split() == ["check", "yours", "course", "wsgiref"] and set(lines[1]) == {"-", " "}
+    assert lines[-3:] == ["yours: 1 of 2 checks passed", "course: 2 of 2 checks passed",
+                          "wsgiref: 1 of 2 checks passed"]
+    # Each column, read top to bottom, holds whole cells: "FAIL " + the 105-character answer, every word of it.
+    starts = [lines[0].index(label) for label in ("check", "yours", "course", "wsgiref")]
+    ends = starts[1:] + [None]
+    columns = [" ".join(line[start:end].strip() for line in lines[2:-4] if line[start:end].strip())
+               for start, end in zip(starts, ends)]
+    assert f"FAIL {LONG}" in columns[1]
+    assert "PASS 200 OK, body b'Hello from the probe app\\n'" in columns[2]
+    assert "x" * 70 in columns[3].replace(" ", "")  # a word longer than its column is broken, not dropped
+    assert "Content-Length and Transfer-Encoding" in columns[0]
+    assert "" in lines  # wrapped rows are set apart by a blank line
+
+
+def test_column_widths_share_the_line_fairly():
+    assert column_widths([10, 10], 100) == [10, 10]  # what fits keeps its width
+    assert column_widths([20, 200, 200], 100) == [20, 40, 40]  # the narrow column keeps its width, the wide share
+    assert column_widths([200] * 20, 100) == [12] * 20  # never narrower than 12
 
 
 def test_parse_address_takes_urls_addresses_and_servers():
