@@ -195,11 +195,17 @@ class _ThreadingWSGIServer(ThreadingMixIn, WSGIServer):
 
 def _wsgi_server(app, server: str, host: str, port: int, threads: int, backlog: int):
     if server == "gatewaylab":
-        from gatewaylab.wsgi import make_server
+        from gatewaylab.wsgi_pool import make_server  # lesson 04's server: a selector, and `threads` workers
         return make_server(app, host, port, threads=threads, backlog=backlog)
+    if server == "gatewaylab-sequential":
+        from gatewaylab.wsgi import make_server  # lesson 03's server: one connection at a time
+        if threads != 1:
+            raise ValueError("the sequential server has no threads: use server='gatewaylab' for threads > 1")
+        return make_server(app, host, port, backlog=backlog)
     classes = {"wsgiref": WSGIServer, "wsgiref-threaded": _ThreadingWSGIServer}
     if server not in classes:
-        raise ValueError(f"server must be one of 'wsgiref', 'wsgiref-threaded', 'gatewaylab', not {server!r}")
+        raise ValueError("server must be one of 'wsgiref', 'wsgiref-threaded', 'gatewaylab', "
+                         f"'gatewaylab-sequential', not {server!r}")
     httpd = classes[server]((host, port), _QuietHandler, bind_and_activate=False)
     # socketserver listens with a backlog of 5; with more clients than that, the kernel drops SYNs and clients retry
     # a second later, which would show up as mysterious 1 s steps in every timing plot.
@@ -218,8 +224,9 @@ def serve_wsgi(app, name: str = "wsgi", *, server: str = "wsgiref", threads: int
                port: int = 0, backlog: int = 1024) -> RunningServer:
     """Serve a WSGI app in the background.
 
-    server: "wsgiref" (the standard library's sequential server), "wsgiref-threaded" (a thread per request) or
-    "gatewaylab" (the course's own server from lesson 03, with `threads` worker threads).
+    server: "wsgiref" (the standard library's sequential server), "wsgiref-threaded" (a thread per request),
+    "gatewaylab-sequential" (the course's minimal server, lesson 03's gatewaylab.wsgi: one connection at a time) or
+    "gatewaylab" (lesson 04's gatewaylab.wsgi_pool: idle connections in a selector, `threads` worker threads).
     """
     if not callable(app):
         raise TypeError(f"serve_wsgi needs a WSGI app (a callable taking environ and start_response), not {app!r}")

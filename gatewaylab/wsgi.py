@@ -1,25 +1,29 @@
-"""A WSGI server (PEP 3333) on raw sockets: lesson 03 builds it, lesson 04 makes it concurrent.
+"""The course's WSGI server (PEP 3333) on raw sockets, the minimal, sequential one: lesson 03 builds it.
 
-    python -m gatewaylab.wsgi module:app --port 8000 --threads 10
+    python -m gatewaylab.wsgi module:app --port 8000 [--threads 10]   (the command line runs lesson 04's server)
 
-It reads each request head with lesson 01's gatewaylab.http1, turns the request into an environ, calls the application
-and streams the body it returns back to the client. It is small on purpose (no TLS, no HTTP/2, no worker processes),
-but what it does, it does by the rules of PEP 3333 and RFC 9112.
+The path of one request through it:
+
+    bytes on the socket -> read_request (http1.parse_request) -> a Request
+    Request -> open_body (http1.request_body_length) and make_environ -> the environ
+    environ -> run_app: app(environ, response.start_response) -> the body, piece by piece
+    each piece -> Response.send (http1.choose_framing, build_head, encode_chunk) -> bytes on the socket
+
+The rules of HTTP/1.1 come from the course's core, gatewaylab.http1, which the ASGI server shares. WSGIServer serves
+one connection at a time; lesson 04's gatewaylab.wsgi_pool keeps everything here but the server loop, and serves
+many. It is small on purpose (no TLS, no HTTP/2), but what it does, it does by the rules of PEP 3333 and RFC 9112.
 """
-import argparse
 import errno
 import importlib
 import io
 import logging
 import os
 import re
-import selectors
-import signal
+import select
 import socket
 import sys
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from urllib.parse import unquote_to_bytes
 
 from gatewaylab.http1 import (CONTINUE, HOP_BY_HOP, LAST_CHUNK, MAX_BODY, HTTPError, build_head, check_field,
@@ -346,8 +350,8 @@ class SocketReader(io.RawIOBase):
 
 
 class Connection:
-    """One client's connection: its socket with a timeout on every read, a buffered reader on it with a deadline for
-    request heads, and since when it has been idle (waiting for the client's next request)."""
+    """One client's connection: its socket with a timeout on every read, and a buffered reader on it with a deadline
+    for request heads."""
 
     def __init__(self, sock, client_address, timeout):
         sock.settimeout(timeout)  # a client silent half-way through a request is dropped
@@ -358,8 +362,6 @@ class Connection:
         self.sock, self.client_address, self.timeout = sock, client_address, timeout
         self.reader = SocketReader(sock, timeout)
         self.rfile = io.BufferedReader(self.reader)
-        self.idle_since = time.monotonic()
-        self.watched = False  # registered with the server's selector?
 
     def request_waiting(self):
         """Has the client sent (part of) its next request already? Looks without waiting.
@@ -387,111 +389,6 @@ class Connection:
         self.sock.close()
 
 
-class IdleConnections:
-    """The open connections that wait for their client's next request, all watched by one selector, so that an idle
-    client holds no thread. Each one is closed once it has been idle for `timeout` seconds.
-
-    A dict keeps insertion order, so the connection idle the longest comes first: the timeouts are checked from the
-    front, and the check stops at the first connection that still has time.
-    """
-
-    def __init__(self, selector, timeout):
-        self.selector, self.timeout = selector, timeout
-        self.connections = {}  # socket -> Connection
-
-    def __len__(self):
-        return len(self.connections)
-
-    def watch(self, connection):
-        """The connection is idle from now on: watch it until its client sends something."""
-        connection.idle_since = time.monotonic()
-        self.connections[connection.sock] = connection
-        if not connection.watched:
-            self.selector.register(connection.sock, selectors.EVENT_READ, connection)
-            connection.watched = True
-
-    def busy(self, connection, keep_watching=False):
-        """The connection is being served; the selector stops watching it, unless told to keep watching."""
-        self.connections.pop(connection.sock, None)
-        if connection.watched and not keep_watching:
-            self.selector.unregister(connection.sock)
-            connection.watched = False
-
-    def close(self, connection):
-        self.busy(connection)
-        connection.close()
-
-    def wait_time(self, longest):
-        """Seconds until the longest-idle connection times out, at most `longest`: how long select() may wait."""
-        for connection in self.connections.values():
-            return max(0.0, min(longest, connection.idle_since + self.timeout - time.monotonic()))
-        return longest
-
-    def close_expired(self, timeout=None):
-        """Close, without a word (as clients expect), the connections idle for `timeout` seconds or more."""
-        oldest_allowed = time.monotonic() - (self.timeout if timeout is None else timeout)
-        while self.connections:
-            connection = next(iter(self.connections.values()))  # the longest idle
-            if connection.idle_since > oldest_allowed:
-                return
-            self.close(connection)
-
-
-class Workers:
-    """A pool of worker threads (threads > 1). A worker serves a connection while its client has requests, then
-    hands it back to the server, to wait among the idle connections."""
-
-    def __init__(self, server, threads):
-        self.server = server
-        self.pool = ThreadPoolExecutor(threads, "gatewaylab-wsgi")
-        self.lock = threading.Condition()  # guards what the workers share with serve_forever():
-        self.busy = set()  # connections a worker serves, or that wait for a free worker
-        self.done = []  # connections served and idle again, for serve_forever() to watch
-        self.stopping = False
-
-    def serve(self, connection):
-        with self.lock:
-            self.busy.add(connection)
-        self.pool.submit(self.work, connection)
-
-    def work(self, connection):
-        keep = False
-        try:
-            keep = serve_connection(self.server, connection)
-        finally:  # (even if an app called sys.exit())
-            self.give_back(connection, keep)
-
-    def give_back(self, connection, keep):
-        """A worker is done with a connection: close it, or hand it to serve_forever() to wait among the idle ones."""
-        with self.lock:
-            self.busy.discard(connection)
-            keep = keep and not self.stopping
-            first = keep and not self.done  # (if not, a wake-up is on its way already)
-            if keep:
-                self.done.append(connection)
-            self.lock.notify_all()
-        if not keep:
-            connection.close()
-        elif first:
-            self.server.wake()
-
-    def take_done(self):
-        with self.lock:
-            done, self.done = self.done, []
-        return done
-
-    def stop(self, grace):
-        """Give the busy connections `grace` seconds to finish, then cut them off; wait until every worker is done."""
-        with self.lock:
-            self.stopping = True
-            if not self.lock.wait_for(lambda: not self.busy, grace):
-                for connection in self.busy:
-                    connection.cut()
-        self.pool.shutdown(wait=True)
-        for connection in self.take_done():
-            connection.close()
-
-
 def read_request(connection):
     """The next request on a connection, or None if there is none: the client closed the connection, or stayed
     silent for the whole timeout. Once a request has started, its whole head must arrive within `timeout` seconds:
@@ -515,7 +412,7 @@ def handle_request(server, request, connection):
     sock, rfile = connection.sock, connection.rfile
     body, length = open_body(request, rfile, sock, server.max_body)
     environ = make_environ(request, body, length, server.server_address, connection.client_address,
-                           server.threads > 1)
+                           server.multithread)
     response = Response(sock, request, server_allows_keep_alive=lambda: not server.stopping)
     try:
         keep_alive = run_app(server.app, environ, response)
@@ -563,12 +460,38 @@ def serve_connection(server, connection):
     return False
 
 
-def check_options(app, threads, backlog, timeout, max_body):
+def listen(host, port, backlog):
+    """A listening socket on host:port (port 0: a free one)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    # The backlog is how many connections the kernel keeps waiting for accept(); beyond it, clients are refused or
+    # retry later. (create_server also sets SO_REUSEADDR, so a restarted server can bind the port again.)
+    return socket.create_server((host, port), family=family, backlog=backlog)
+
+
+def accept(listener, timeout):
+    """The next client's Connection, or None if there is none after all (the reason is logged)."""
+    try:
+        sock, client_address = listener.accept()
+    except BlockingIOError:
+        return None  # another process or thread took it first (pre-fork workers share one socket)
+    except OSError as error:
+        log.warning("accept() failed: %s", error)
+        if error.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+            # Out of file descriptors or memory: the connection stays in the backlog, the listening socket stays
+            # ready, and trying again at once would spin. Give the open connections a moment to close.
+            time.sleep(0.1)
+        return None
+    try:
+        return Connection(sock, client_address, timeout)
+    except OSError:  # the client is gone already
+        sock.close()
+        return None
+
+
+def check_options(app, backlog, timeout, max_body):
     """Refuse bad arguments for a server with a clear message, before it binds a port."""
     if not callable(app):
         raise TypeError(f"app must be a WSGI application (a callable), got {app!r}")
-    if not (isinstance(threads, int) and threads >= 1):
-        raise ValueError(f"threads must be an int >= 1, got {threads!r}")
     if not (isinstance(backlog, int) and backlog >= 0):
         raise ValueError(f"backlog must be an int >= 0, got {backlog!r}")
     if not timeout > 0 or not max_body >= 0:
@@ -576,134 +499,78 @@ def check_options(app, threads, backlog, timeout, max_body):
 
 
 class WSGIServer:
-    """Listens on a socket and serves its connections: in the serving thread itself (threads=1, the sequential
-    server), or with a pool of `threads` worker threads."""
+    """The sequential WSGI server: it accepts a connection, serves it until its client is done, then takes the next.
 
-    def __init__(self, app, host="127.0.0.1", port=8000, *, threads=1, backlog=1024, timeout=TIMEOUT,
-                 max_body=MAX_BODY):
-        check_options(app, threads, backlog, timeout, max_body)
-        self.app, self.threads, self.timeout, self.max_body = app, threads, timeout, max_body
-        family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        # The backlog is how many connections the kernel keeps waiting for accept(); beyond it, clients are refused
-        # or retry later. (create_server also sets SO_REUSEADDR, so a restarted server can bind the port again.)
-        self.socket = socket.create_server((host, port), family=family, backlog=backlog)
+    While it serves one client, or waits for that client's next request on a kept-alive connection (up to `timeout`
+    seconds), the other clients wait in the backlog. Lesson 04's gatewaylab.wsgi_pool serves many at once.
+    """
+
+    multithread = False  # wsgi.multithread: the app is never called from two threads at once
+
+    def __init__(self, app, host="127.0.0.1", port=8000, *, backlog=1024, timeout=TIMEOUT, max_body=MAX_BODY):
+        check_options(app, backlog, timeout, max_body)
+        self.app, self.timeout, self.max_body = app, timeout, max_body
+        self.socket = listen(host, port, backlog)
+        self.socket.setblocking(False)  # accept() never waits: select() has said a client is there
         self.server_address = self.socket.getsockname()[:2]
-        self.waker, self.wakeup = socket.socketpair()  # a byte on it wakes serve_forever(): see wake()
-        self.waker.setblocking(False)
-        self.wakeup.setblocking(False)
-        self.selector = selectors.DefaultSelector()  # epoll on Linux, kqueue on macOS, select on Windows
-        self.selector.register(self.socket, selectors.EVENT_READ)
-        self.selector.register(self.wakeup, selectors.EVENT_READ)
-        self.idle = IdleConnections(self.selector, timeout)
-        self.workers = None  # a Workers pool while serve_forever() runs, if threads > 1
-        self.serving = None  # the connection the sequential server is serving, if any
+        self.serving = None  # the connection being served, if any
         self.stopping = False
         self.stopped = threading.Event()
         self.stopped.set()
 
     def serve_forever(self, poll_interval=0.5):
-        """Serve until shutdown() is called (or Ctrl-C in this thread), then close every connection."""
+        """Serve until shutdown() is called (or Ctrl-C in this thread)."""
         self.stopped.clear()
-        self.workers = Workers(self, self.threads) if self.threads > 1 else None
         try:
             while not self.stopping:
-                for key, _ in self.selector.select(self.idle.wait_time(poll_interval)):
-                    if key.fileobj is self.socket:
-                        self.accept()
-                    elif key.fileobj is self.wakeup:
-                        self.wakeup.recv(4096)
-                        for connection in self.workers.take_done() if self.workers else []:
-                            self.idle.watch(connection)
-                    else:
-                        self.serve(key.data)  # the client of an idle connection sent something
-                self.idle.close_expired()
+                # Wait for a client, but look up every poll_interval seconds: has shutdown() been called?
+                if select.select([self.socket], [], [], poll_interval)[0]:
+                    connection = accept(self.socket, self.timeout)
+                    if connection is not None:
+                        self.serve_until_done(connection, poll_interval)
         finally:
-            self.stopping = True  # (Ctrl-C has not set it)
-            try:
-                self.idle.close_expired(timeout=0)  # all of them
-                if self.workers is not None:
-                    self.workers.stop(grace=self.timeout)
-            finally:
-                self.stopping = False  # (so that serve_forever() may run again)
-                self.stopped.set()
+            self.stopping = False  # (so that serve_forever() may run again)
+            self.stopped.set()
 
-    def accept(self):
+    def serve_until_done(self, connection, poll_interval=0.5):
+        """Serve a connection's requests, each as it comes, until the client is done, idle too long, or we stop."""
+        self.serving = connection
         try:
-            sock, client_address = self.socket.accept()
-        except OSError as error:
-            log.warning("accept() failed: %s", error)
-            if error.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
-                # Out of file descriptors or memory: the connection stays in the backlog, the listening socket stays
-                # ready, and trying again at once would spin. Give the open connections a moment to close.
-                time.sleep(0.1)
-            return
-        try:
-            connection = Connection(sock, client_address, self.timeout)
-        except OSError:  # the client is gone already
-            sock.close()
-            return
-        if connection.request_waiting():
-            self.serve(connection)  # most clients send their request at once: no need to wait for it
-        else:
-            self.idle.watch(connection)
-
-    def serve(self, connection):
-        """Serve a connection whose client has sent something: here (the sequential server), or in a worker."""
-        if self.workers is None:
-            # The selector may go on watching it, since nothing else reads meanwhile. Unwatching it and watching it
-            # again costs two system calls a request: with wrk and a hello-world app, 25,000 requests a second
-            # instead of 32,000.
-            self.idle.busy(connection, keep_watching=True)
-            self.serving, keep = connection, False
-            try:
-                keep = serve_connection(self, connection)
-            finally:  # (even on Ctrl-C)
-                self.serving = None
-                if keep:
-                    self.idle.watch(connection)
-                else:
-                    self.idle.close(connection)
-        else:
-            self.idle.busy(connection)  # (a worker reads it now: the selector must not report the same bytes again)
-            self.workers.serve(connection)
-
-    def wake(self):
-        """Wake serve_forever() from its select(): to stop, or to watch the connections workers are done with."""
-        try:
-            self.waker.send(b"x")
-        except BlockingIOError:
-            pass  # the socketpair is full of wake-ups already
-
-    def handle_connection(self, sock, client_address):
-        """Serve one connection in this thread from start to end, waiting for each request in turn (lesson 04's
-        forked workers do this: each is a sequential server without a selector)."""
-        connection = Connection(sock, client_address, self.timeout)
-        try:
-            while serve_connection(self, connection):
-                pass  # the next read_request() waits for the next request, up to the timeout
-        finally:
+            while serve_connection(self, connection) and self.wait_for_request(connection, poll_interval):
+                pass
+        finally:  # (even on Ctrl-C)
+            self.serving = None
             connection.close()
 
-    def shutdown(self):
-        """Stop serve_forever() and return once it has, with every connection closed and every worker done.
+    def wait_for_request(self, connection, poll_interval):
+        """Wait until the client of an idle connection sends its next request: True; or False if it stays silent
+        for `timeout` seconds, or the server is stopping (a client waiting on an idle connection expects a close)."""
+        deadline = time.monotonic() + self.timeout
+        while not self.stopping:
+            wait = deadline - time.monotonic()
+            if wait <= 0:
+                return False
+            if select.select([connection.sock], [], [], min(wait, poll_interval))[0]:
+                return True
+        return False
 
-        Busy connections get `timeout` seconds to finish their response; then they are cut off, so that their next
-        read or write fails. (An app that never touches its connection, say one that sleeps, still runs to its end.)
-        """
+    def handle_connection(self, sock, client_address):
+        """Serve one connection someone else accepted (lesson 04's forked workers do this) from start to end."""
+        self.serve_until_done(Connection(sock, client_address, self.timeout))
+
+    def shutdown(self):
+        """Stop serve_forever() and return once it has. A request being served gets `timeout` seconds to finish;
+        then its connection is cut off, so that its next read or write fails."""
         self.stopping = True
-        self.wake()
         if not self.stopped.wait(self.timeout):
-            serving = self.serving  # the sequential server's request (the workers' are cut by Workers.stop)
+            serving = self.serving
             if serving is not None:
                 serving.cut()
         self.stopped.wait()
 
     def server_close(self):
         """Release the listening socket (after shutdown(), or if serve_forever() never ran)."""
-        self.selector.close()
         self.socket.close()
-        self.waker.close()
-        self.wakeup.close()
 
     def __enter__(self):
         return self
@@ -713,10 +580,10 @@ class WSGIServer:
         self.server_close()
 
 
-def make_server(app, host="127.0.0.1", port=8000, *, threads=1, backlog=1024, timeout=TIMEOUT, max_body=MAX_BODY):
-    """A WSGIServer for `app` listening on host:port (port 0: a free one); run it with .serve_forever()."""
-    return WSGIServer(app, host, port, threads=threads, backlog=backlog, timeout=timeout, max_body=max_body)
-
+def make_server(app, host="127.0.0.1", port=8000, *, backlog=1024, timeout=TIMEOUT, max_body=MAX_BODY):
+    """The sequential WSGIServer for `app`, listening on host:port (port 0: a free one); run it with
+    .serve_forever(). (Lesson 04's gatewaylab.wsgi_pool.make_server takes threads=N.)"""
+    return WSGIServer(app, host, port, backlog=backlog, timeout=timeout, max_body=max_body)
 
 # --- The command line ---------------------------------------------------------------------------------------------
 
@@ -740,39 +607,7 @@ def load_app(spec):
     return app
 
 
-def stop_on_signal(signum, frame):
-    raise KeyboardInterrupt  # serve_forever() then closes the connections and returns
-
-
-def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m gatewaylab.wsgi", description="Serve a WSGI application.")
-    parser.add_argument("app", help="the application, as module:name (for example hello:app)")
-    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
-    parser.add_argument("--port", type=int, default=8000, help="port to listen on (default: 8000; 0: any free port)")
-    parser.add_argument("--threads", type=int, default=1, help="worker threads (default: 1, the sequential server)")
-    parser.add_argument("--backlog", type=int, default=1024, help="connections waiting to be accepted (default: 1024)")
-    parser.add_argument("--timeout", type=float, default=TIMEOUT, help=f"seconds (default: {TIMEOUT:g})")
-    args = parser.parse_args(argv)
-    try:
-        server = make_server(load_app(args.app), args.host, args.port, threads=args.threads, backlog=args.backlog,
-                             timeout=args.timeout)
-    except (ValueError, OSError) as error:  # a bad module:name, a bad option, or a port already in use
-        parser.exit(1, f"error: {error}\n")
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
-    # Ctrl-C (SIGINT) and SIGTERM both stop the server. SIGINT is set explicitly because a process started in the
-    # background by a shell inherits it as ignored.
-    signal.signal(signal.SIGINT, stop_on_signal)
-    signal.signal(signal.SIGTERM, stop_on_signal)
-    host, port = server.server_address
-    print(f"Serving {args.app} on http://{host}:{port} with {args.threads} thread(s); Ctrl-C to stop", flush=True)
-    try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        print("Stopped.", flush=True)
-    finally:
-        server.server_close()
-    return 0
-
-
 if __name__ == "__main__":
+    # The command line serves with lesson 04's server, which builds on this module (and so is not imported by it).
+    from gatewaylab.wsgi_pool import main
     sys.exit(main())

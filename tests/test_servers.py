@@ -53,7 +53,7 @@ def nothing_left_running():
     assert gatewaylab_threads() == []
 
 
-@pytest.mark.parametrize("kind", ["wsgiref", "wsgiref-threaded"])
+@pytest.mark.parametrize("kind", ["wsgiref", "wsgiref-threaded", "gatewaylab-sequential", "gatewaylab"])
 def test_wsgi_server_serves_and_stops(kind):
     server = servers.serve_wsgi(hello_wsgi, name="t", server=kind)
     assert server.url == f"http://127.0.0.1:{server.port}"
@@ -206,3 +206,8 @@ def test_rerunning_a_server_cell_20_times_and_restarting_the_kernel_leaves_nothi
     finally:
         client.stop_channels()
         manager.shutdown_kernel(now=True)
+
+
+def test_the_sequential_server_takes_no_threads():
+    with pytest.raises(ValueError, match="no threads"):
+        servers.serve_wsgi(hello_wsgi, name="t", server="gatewaylab-sequential", threads=4)

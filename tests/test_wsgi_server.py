@@ -1,4 +1,5 @@
-"""The course's WSGI server (gatewaylab.wsgi) against PEP 3333, RFC 9112, real clients and a real Flask app."""
+"""The course's WSGI servers against PEP 3333, RFC 9112, real clients and a real Flask app: lesson 03's sequential
+gatewaylab.wsgi (the tests that give no `threads`) and lesson 04's gatewaylab.wsgi_pool (those that do)."""
 
 import contextlib
 import email.utils
@@ -20,6 +21,7 @@ import httpx
 import pytest
 
 from gatewaylab.probe import Connection
+from gatewaylab import wsgi_pool
 from gatewaylab.wsgi import ClientDisconnected, InputStream, WSGIServer, load_app, make_server
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -29,8 +31,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @contextlib.contextmanager
 def running(app, **options):
-    """Serve `app` on a free port in a thread; stop it, and check the thread ended, on the way out."""
-    server = make_server(app, "127.0.0.1", 0, **options)
+    """Serve `app` on a free port in a thread; stop it, and check the thread ended, on the way out. With `threads`,
+    the server is lesson 04's (gatewaylab.wsgi_pool); without, lesson 03's sequential one."""
+    server = (wsgi_pool.make_server if "threads" in options else make_server)(app, "127.0.0.1", 0, **options)
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05})
     thread.start()
     try:
@@ -714,7 +717,7 @@ def test_the_sequential_server_serves_one_at_a_time():
 @pytest.mark.parametrize("threads", [1, 4])
 def test_shutdown_is_prompt_and_leaves_no_thread(threads):
     before = set(threading.enumerate())
-    server = make_server(hello_app, "127.0.0.1", 0, threads=threads, timeout=5.0)
+    server = wsgi_pool.make_server(hello_app, "127.0.0.1", 0, threads=threads, timeout=5.0)
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.5})
     thread.start()
     idle = connect(server)  # a keep-alive client that sends nothing more: it must not delay the shutdown
@@ -731,7 +734,7 @@ def test_shutdown_is_prompt_and_leaves_no_thread(threads):
 
 
 def test_a_busy_request_finishes_during_shutdown():
-    server = make_server(slow_app, "127.0.0.1", 0, threads=2)
+    server = wsgi_pool.make_server(slow_app, "127.0.0.1", 0, threads=2)
     thread = threading.Thread(target=server.serve_forever)
     thread.start()
     with socket.create_connection(server.server_address, timeout=5) as sock:
@@ -754,7 +757,7 @@ def test_shutdown_cuts_off_an_endless_response_after_the_timeout(threads):
             yield b"tick\n"
             time.sleep(0.02)
 
-    server = make_server(endless, "127.0.0.1", 0, threads=threads, timeout=0.5)
+    server = wsgi_pool.make_server(endless, "127.0.0.1", 0, threads=threads, timeout=0.5)
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05})
     thread.start()
     with socket.create_connection(server.server_address, timeout=5) as sock:
@@ -816,7 +819,7 @@ def test_bad_arguments_are_refused_clearly():
     with pytest.raises(TypeError, match="WSGI application"):
         make_server("not an app", port=0)
     with pytest.raises(ValueError, match="threads"):
-        make_server(hello_app, port=0, threads=0)
+        wsgi_pool.make_server(hello_app, port=0, threads=0)
     with pytest.raises(ValueError, match="backlog"):
         WSGIServer(hello_app, port=0, backlog=-1)
 
@@ -968,3 +971,46 @@ def test_a_request_head_trickled_a_byte_at_a_time_gets_408_after_the_deadline():
         assert answer.startswith(b"HTTP/1.1 408 "), answer
         assert 0.9 < elapsed < 2.5, elapsed
         assert httpx.get(url(server)).text == "ok"  # and the server goes on serving
+
+
+# --- lesson 03's sequential server itself ------------------------------------------------------------------------------
+
+def test_the_sequential_server_serves_one_connection_at_a_time_and_an_idle_one_holds_it():
+    # What lesson 04 sets out to fix: a kept-alive connection left idle holds lesson 03's server until it times out.
+    with running(hello_app, timeout=1.0) as server, httpx.Client(base_url=url(server)) as idle_client:
+        assert idle_client.get("/").status_code == 200  # its connection stays open, idle
+        started = time.monotonic()
+        assert httpx.get(url(server), timeout=5).status_code == 200  # another client waits in the backlog
+        waited = time.monotonic() - started
+    assert 0.8 < waited < 2.5, f"the second client waited {waited:.2f} s (the idle timeout is 1 s)"
+
+
+def test_the_sequential_server_stops_promptly_with_an_idle_client_connected():
+    server = make_server(hello_app, "127.0.0.1", 0, timeout=30)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05})
+    thread.start()
+    try:
+        with httpx.Client(base_url=url(server)) as client:
+            assert client.get("/").status_code == 200  # the server now waits for this client's next request
+            started = time.monotonic()
+            server.shutdown()
+            assert time.monotonic() - started < 1.0, "shutdown waited for the idle client's 30 s timeout"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
+    assert not thread.is_alive()
+
+
+def test_the_sequential_server_says_it_is_not_multithreaded():
+    seen = []
+
+    def app(environ, start_response):
+        seen.append(environ["wsgi.multithread"])
+        return hello_app(environ, start_response)
+
+    with running(app) as server:
+        httpx.get(url(server))
+    with running(app, threads=3) as server:
+        httpx.get(url(server))
+    assert seen == [False, True]
