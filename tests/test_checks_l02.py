@@ -80,6 +80,7 @@ def test_hello_app_without_content_length_is_told_to_add_it():
 READ = 'data = environ["wsgi.input"].read(length)'
 
 
+@pytest.mark.filterwarnings("ignore::wsgiref.validate.WSGIWarning")  # the validator warns about a status " 405 ..."
 @pytest.mark.parametrize("replacements, message", [
     ([(READ, 'data = environ["wsgi.input"].read()')], "read() was called without a size"),
     ([(READ, 'data = b"".join(environ["wsgi.input"])')], "wsgi.input.readline()"),      # iterates to the end
@@ -87,6 +88,9 @@ READ = 'data = environ["wsgi.input"].read(length)'
     ([('int(environ.get("CONTENT_LENGTH") or 0)', 'int(environ["CONTENT_LENGTH"])')], "KeyError"),
     ([('int(environ.get("CONTENT_LENGTH") or 0)', 'int(environ.get("CONTENT_LENGTH", 0))')], "invalid literal"),
     ([('[("Allow", "POST"), ', "[")], "Allow header"),
+    ([('("Allow", "POST")', '("Allow", "post")')], "case-sensitive"),                 # methods are case-sensitive
+    ([('start_response("405 Method Not Allowed"', 'start_response(" 405 Method Not Allowed"')],
+     "a code, a space and a reason phrase"),                                          # int() would take " 405"
     ([('if environ["REQUEST_METHOD"] != "POST":', "if False:")], "should have code 405"),
     ([("json.dumps(fields)", "json.dumps(fields, ensure_ascii=False)"), ("str(len(body))", "str(len(body.decode()))")],
      "count the encoded bytes"),                                                          # characters, not bytes

@@ -140,8 +140,12 @@ class Response:
         return b"".join(self.chunks)
 
     @property
-    def code(self) -> int:
-        return int(self.status.split(None, 1)[0])
+    def code(self) -> int | None:
+        """The status code, or None when the status is not three ASCII digits, a space and a reason phrase (int()
+        alone would take ' 200 OK' or '+200 OK')."""
+        if not isinstance(self.status, str) or not re.fullmatch(r"[0-9]{3} .+", self.status):
+            return None
+        return int(self.status[:3])
 
     def header(self, name: str) -> str | None:
         """The header's value (repeats joined with ", "), or None when the app did not send it."""
@@ -320,7 +324,7 @@ def over_http(app, exercise_id: str, send):
 # --- what the cases check again and again -----------------------------------------------------------------------------
 
 def expect_status(response: Response, code: int, what: str = "the status") -> None:
-    if not isinstance(response.status, str) or not re.fullmatch(r"[0-9]{3} .+", response.status):
+    if response.code is None:
         raise CaseFailed(f"{what} must be a str like '{code} ...', a code, a space and a reason phrase",
                          got=response.status)
     if response.code != code:
@@ -492,9 +496,9 @@ def _(answer):
                                                  content_type=FORM_TYPE if method == "PUT" else None))
         expect_status(response, 405, f"the status for a {method}")
         allow = response.header("Allow")
-        if allow is None or "POST" not in [m.strip().upper() for m in allow.split(",")]:
-            raise CaseFailed("a 405 must say which methods the resource accepts, in an Allow header",
-                             expected="Allow: POST", got=response.headers)
+        if allow is None or "POST" not in [m.strip() for m in allow.split(",")]:
+            raise CaseFailed("a 405 must say which methods the resource accepts, in an Allow header (method names "
+                             "are case-sensitive: POST, not post)", expected="Allow: POST", got=response.headers)
 
 
 @echo.case("served by wsgiref, httpx.post(url, data=...) gets the fields back", timeout=SERVER_CASE_TIMEOUT)
