@@ -234,6 +234,14 @@ def test_a_panel_of_each_lesson_runs_in_jupyterlab_and_draws_its_plot(page, lab,
     assert question.evaluate("p => parseFloat(getComputedStyle(p).lineHeight) < 1.8 * parseFloat("
                              "getComputedStyle(p).fontSize)")
 
+    source = (ROOT / "notebooks" / f"{notebook}.ipynb").read_text()
+    if "pool size" in source and "show_when(" in source:  # lesson 04: the pool size only where it acts
+        assert "sequential" in panel.locator("select").input_value()
+        assert panel.get_by_text("pool size").is_hidden()
+        panel.locator("select").select_option("pool")
+        panel.get_by_text("pool size").wait_for(timeout=10_000)
+        panel.locator("select").select_option("sequential")
+        panel.get_by_text("pool size").wait_for(state="hidden", timeout=10_000)
     if notebook == "02_wsgi_the_interface":  # a blank prediction is refused, not taken as 0
         panel.locator("input[type=text]").first.fill("")
         panel.locator("button.mod-primary").click()
