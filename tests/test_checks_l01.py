@@ -262,7 +262,7 @@ def test_a_thread_killed_by_a_timeout_is_told_to_close_quietly_not_to_answer_400
 
 
 def test_crashing_on_a_bad_content_length_is_reported():
-    answer = variant("serve_keep_alive", ("if not length.isdigit():", "if False:"))
+    answer = variant("serve_keep_alive", ("if not (length.isascii() and length.isdigit()):", "if False:"))
     assert "crashed with ValueError" in failure_messages(run_check("01.4", answer))
 
 
@@ -278,3 +278,13 @@ def test_the_checks_leave_no_server_or_thread_running():
         assert run_check(exercise_id, reference(name)).passed
     assert not [name for name in running() if name.startswith("check-01")]
     assert not [t.name for t in threading.enumerate() if "check-01" in t.name]
+
+
+@pytest.mark.parametrize("guard", [
+    "if not length.lstrip('+-').replace('_', '').isdigit():",  # what int() takes: "+3", "1_0", "-1" pass
+    "if not length.lstrip('+').isdigit():",  # a sign allowed
+    "if not length.replace('_', '').lstrip('-').isdigit():",  # -1 reaches rfile.read(-1), which waits for the close
+])
+def test_trusting_int_with_a_content_length_fails_with_advice(guard):
+    answer = variant("serve_keep_alive", ("if not (length.isascii() and length.isdigit()):", guard))
+    assert "RFC 9110 section 8.6" in failure_messages(run_check("01.4", answer))

@@ -495,8 +495,10 @@ serve_keep_alive = Exercise(
         "that connection from it: it holds bytes already received, and the with closes both (a file from "
         "conn.makefile() keeps the socket open until it is closed too). Before the next request, skip this one's "
         "body with rfile.read(int(request.header(\"Content-Length\", \"0\"))); refuse a Content-Length that is not "
-        "digits with HTTPError(400, ...). Catch OSError (TimeoutError is one) around the inner loop to close quietly.",
-        "for each request: check length.isdigit(); rfile.read(int(length)); headers = [(\"Content-Type\", "
+        "ASCII digits with HTTPError(400, ...): int() alone also takes \"+3\", \"1_0\" and \"-1\". Catch OSError "
+        "(TimeoutError is one) around the inner loop to close quietly.",
+        "for each request: check length.isascii() and length.isdigit(); rfile.read(int(length)); "
+        "headers = [(\"Content-Type\", "
         "\"text/plain\")] + ([] if request.keep_alive else [(\"Connection\", \"close\")]); "
         "conn.sendall(build_response(200, headers, request.path.encode(\"latin-1\"))); "
         "if not request.keep_alive: break",
@@ -628,16 +630,32 @@ def _(answer):
                                      f"(request.keep_alive is False) {MAKEFILE_NOTE}")
 
 
+# Content-Length values int() accepts but HTTP does not: the value is 1*DIGIT (RFC 9110 section 8.6).
+BAD_LENGTHS = {"Content-Length: +3": b"POST / HTTP/1.1\r\nHost: check\r\nContent-Length: +3\r\n\r\nabc",
+               "Content-Length: 1_0": b"POST / HTTP/1.1\r\nHost: check\r\nContent-Length: 1_0\r\n\r\n0123456789",
+               "Content-Length: -1": b"POST / HTTP/1.1\r\nHost: check\r\nContent-Length: -1\r\n\r\nabc"}
+LENGTH_ADVICE = ("a Content-Length is ASCII digits and nothing else (RFC 9110 section 8.6), but int() also accepts "
+                 "'+3', '1_0' and '-1', and rfile.read(-1) waits for the client to close the connection. Check "
+                 "length.isascii() and length.isdigit() before int(), and answer anything else with 400")
+
+
 @serve_keep_alive.case("malformed requests get 400, then the server serves the next client")
 def _(answer):
     bad = {"whitespace before the colon": b"GET / HTTP/1.1\r\nHost : check\r\n\r\n",
            "Content-Length: abc": b"POST / HTTP/1.1\r\nHost: check\r\nContent-Length: abc\r\n\r\n",
            "a missing Host": b"GET / HTTP/1.1\r\n\r\n"}
     with _serve(answer) as server:
-        for name, request in bad.items():
+        for name, request in {**bad, **BAD_LENGTHS}.items():
             with _connect(server) as sock:
                 _send(sock, request, f"a request with {name}")
-                status, _, _ = _responses(sock).read(f"a request with {name}")
+                try:
+                    status, _, _ = _responses(sock).read(f"a request with {name}")
+                except CaseFailed as failure:
+                    if name not in BAD_LENGTHS:
+                        raise
+                    raise CaseFailed(f"{failure.message}\nWhy: {LENGTH_ADVICE}") from None
+                if status != 400 and name in BAD_LENGTHS:
+                    raise CaseFailed(f"a request with {name} got {status}: {LENGTH_ADVICE}", expected=400, got=status)
                 expect_equal(status, 400, f"the status for a request with {name}")
                 if not _closed_by_server(sock):
                     raise CaseFailed(f"after answering 400 to a request with {name}, close the connection: the "
