@@ -67,6 +67,7 @@ class SlowHandler:
         with self.lock:
             return self.lock.wait_for(lambda: self.active == 0, timeout)
 
+
 @contextlib.contextmanager
 def _running(exercise_id: str, loop, handler: SlowHandler):
     """Run `loop(listener)` with serve_socket; stop it afterwards, and say so when it crashed or did not end, or
@@ -153,7 +154,9 @@ def _finish(handler: SlowHandler) -> bool:
     (so that an error escaping from one has reached threading.excepthook); False if a call was still running."""
     deadline = time.monotonic() + SOCKET_TIMEOUT + 1
     idle = handler.wait_idle(SOCKET_TIMEOUT + 1)
-    for thread in list(handler.threads):
+    with handler.lock:  # a loop that outlived its server may still be starting threads
+        threads = list(handler.threads)
+    for thread in threads:
         if thread is not threading.current_thread():
             thread.join(max(0.0, deadline - time.monotonic()))  # a pool's idle workers may outlive it: no error
     return idle
