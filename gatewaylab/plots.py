@@ -101,6 +101,11 @@ def _outcome(result: LoadResult) -> str:
     return f"{done} by {format_seconds(result.wall)}"
 
 
+def axis_seconds(seconds: float) -> str:
+    """A time for a legend beside an axis in seconds: in seconds too (0.05 -> '0.05 s', not '50 ms')."""
+    return f"{seconds:.3g} s"
+
+
 def timeline(results, *, ideal: float | None = None, prediction: float | None = None,
              title: str | None = None) -> Plot:
     """One horizontal bar per request, from when it started to when it ended; one colour per LoadResult.
@@ -143,10 +148,10 @@ def timeline(results, *, ideal: float | None = None, prediction: float | None = 
         ax.axvline(prediction, color=to_rgba(PREDICTION_COLOUR, 0.5), linewidth=PREDICTION_WIDTH,
                    solid_capstyle="butt", zorder=3, marker="v", markevery=[1], markersize=10,
                    markerfacecolor=PREDICTION_COLOUR, markeredgecolor=PREDICTION_COLOUR, clip_on=False,
-                   label=f"your prediction: {format_seconds(prediction)}")
+                   label=f"your prediction: {axis_seconds(prediction)}")
     if ideal is not None:
         ax.axvline(ideal, color=IDEAL_COLOUR, linestyle="--", linewidth=IDEAL_WIDTH, zorder=4,
-                   label=f"ideal: {format_seconds(ideal)}")
+                   label=f"ideal: {axis_seconds(ideal)}")
 
     right = max([r.end for result in results for r in result.records] + [ideal or 0, prediction or 0])
     ax.set_xlim(0, right * 1.04 or 1)

@@ -56,7 +56,7 @@ def test_timeline_draws_one_bar_per_request_in_one_colour_per_result():
     assert to_hex(prediction.get_color()) == OKABE_ITO["vermillion"].lower()
     texts = legend_texts(plot)
     assert "wsgi: all 5 OK by 2.50 s" in texts and "asgi: 4 of 5 OK by 0.50 s" in texts
-    assert "ideal: 0.50 s" in texts and "your prediction: 2.00 s" in texts and "no response (1)" in texts
+    assert "ideal: 0.5 s" in texts and "your prediction: 2 s" in texts and "no response (1)" in texts
 
 
 def test_timeline_says_in_words_what_it_shows():
@@ -167,3 +167,9 @@ def test_plot_is_a_plain_container():
     plot = timeline(together("a"))
     again = Plot(plot.figure, "alt", "summary")
     assert again.png().startswith(PNG_SIGNATURE) and repr(again) == "summary"
+
+
+def test_legend_times_are_in_seconds_like_the_axis():
+    # An axis in seconds with "ideal: 50 ms" in its legend makes the reader convert; the summary may say ms.
+    from gatewaylab.plots import axis_seconds
+    assert axis_seconds(0.05) == "0.05 s" and axis_seconds(2.0) == "2 s" and axis_seconds(0.125) == "0.125 s"
