@@ -1,0 +1,764 @@
+"""The course's ASGI server (gatewaylab.asgi) against asgiref's specs (www.rst, lifespan.rst), RFC 9112, httpx,
+a real Starlette app, and the malformed requests the WSGI server's tests send."""
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, StreamingResponse
+from starlette.routing import Route
+
+from gatewaylab.asgi import ASGIServer, StartupFailed
+from gatewaylab.probe import Connection
+from test_wsgi_server import MALFORMED, read_until_close, request
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+# --- helpers ------------------------------------------------------------------------------------------------
+
+@contextlib.contextmanager
+def running(app, **options):
+    """Serve `app` on a free port in a thread; on the way out, stop it and check nothing is left running."""
+    threads_before = set(threading.enumerate())
+    server = ASGIServer(app, "127.0.0.1", 0, **options).start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        assert not server.thread.is_alive() and server.socket.fileno() == -1
+        assert set(threading.enumerate()) <= threads_before
+
+
+def url(server, path="/"):
+    host, port = server.server_address
+    return f"http://{host}:{port}{path}"
+
+
+def connect(server, timeout=5.0):
+    """A raw connection that reads responses strictly (h11), with a deadline so that no test can hang."""
+    return Connection(server.server_address, time.monotonic() + timeout)
+
+
+def exchange(server, raw, method="GET"):
+    connection = connect(server)
+    try:
+        connection.send(raw)
+        return connection.read_response(method)
+    finally:
+        connection.close()
+
+
+async def hello_app(scope, receive, send):
+    if scope["type"] != "http":
+        raise RuntimeError("only http")  # as the spec asks of an app that does not know a protocol
+    await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]})
+    await send({"type": "http.response.body", "body": b"hello"})
+
+
+async def read_body(receive):
+    body, more = b"", True
+    while more:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ConnectionError("the client left")
+        body += message["body"]
+        more = message["more_body"]
+    return body
+
+
+async def echo_app(scope, receive, send):
+    """Reads the whole body, then answers with it."""
+    assert scope["type"] == "http"
+    body = await read_body(receive)
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await send({"type": "http.response.body", "body": body})
+
+
+def recorder_app(record, respond=True):
+    """An app that appends every scope and event to `record`."""
+    async def app(scope, receive, send):
+        if scope["type"] != "http":
+            raise RuntimeError("only http")
+        record.append(scope)
+        while True:
+            message = await receive()
+            record.append(message)
+            if message["type"] == "http.disconnect" or not message["more_body"]:
+                break
+        if respond:
+            await send({"type": "http.response.start", "status": 200})
+            await send({"type": "http.response.body", "body": b"ok"})
+    return app
+
+
+def wait_for(condition, timeout=5.0):
+    """Wait until condition() is true (it is about another thread); fail after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.005)
+
+
+# --- real clients and a real framework ----------------------------------------------------------------------
+
+def test_hello_world_with_httpx():
+    with running(hello_app) as server:
+        reply = httpx.get(url(server))
+    assert reply.status_code == 200 and reply.text == "hello"
+    assert reply.headers["content-length"] == "5"  # one body event: the server knows the length
+    assert reply.headers["date"].endswith(" GMT") and reply.headers["server"] == "gatewaylab"
+
+
+def starlette_app():
+    async def home(request):
+        return PlainTextResponse(f"home {dict(request.query_params)}")
+
+    async def item(request):
+        return PlainTextResponse(f"item {request.path_params['name']}")
+
+    async def echo_json(request):
+        return JSONResponse({"got": await request.json()})
+
+    async def stream(request):
+        async def numbers():
+            for number in range(5):
+                yield f"{number}\n"
+        return StreamingResponse(numbers(), media_type="text/plain")
+
+    return Starlette(routes=[Route("/", home), Route("/items/{name}", item),
+                             Route("/echo", echo_json, methods=["POST"]), Route("/stream", stream)])
+
+
+def test_a_starlette_app_runs_unmodified(caplog):
+    with running(starlette_app()) as server, httpx.Client(base_url=url(server)) as client:
+        assert client.get("/?a=1&b=x%20y").text == "home {'a': '1', 'b': 'x y'}"
+        assert client.get("/items/caf%C3%A9%20au%20lait").text == "item café au lait"
+        assert client.post("/echo", json={"n": [1, 2]}).json() == {"got": {"n": [1, 2]}}
+        streamed = client.get("/stream")
+        assert streamed.text == "0\n1\n2\n3\n4\n" and streamed.headers["transfer-encoding"] == "chunked"
+        assert client.get("/missing").status_code == 404
+        assert client.post("/").status_code == 405
+    assert not [record for record in caplog.records if record.levelno >= logging.WARNING]
+
+
+# --- the scope and the request body ---------------------------------------------------------------------------
+
+def test_the_scope_of_a_request_is_exactly_what_the_spec_says():
+    record = []
+    with running(recorder_app(record)) as server:
+        raw = request("GET", "/caf%C3%A9/a%2Fb?q=%C3%A9&x=1+2", [
+            ("X-Twice", "1"), ("x-twice", "2"), ("Accept", "*/*")])
+        connection = connect(server)
+        try:
+            connection.send(raw)
+            assert connection.read_response().status == 200
+            client_port = connection.sock.getsockname()[1]
+        finally:
+            connection.close()
+    scope, first = record[0], record[1]
+    assert scope == {
+        "type": "http",
+        "asgi": {"version": "3.0", "spec_version": "2.4"},
+        "http_version": "1.1",
+        "method": "GET",
+        "scheme": "http",
+        "path": "/café/a/b",  # percent-decoded, then UTF-8 decoded
+        "raw_path": b"/caf%C3%A9/a%2Fb",  # as sent
+        "query_string": b"q=%C3%A9&x=1+2",  # still encoded
+        "root_path": "",
+        "headers": [(b"host", b"test"), (b"x-twice", b"1"), (b"x-twice", b"2"), (b"accept", b"*/*")],
+        "client": ("127.0.0.1", client_port),
+        "server": server.server_address,
+        "state": {},
+    }
+    assert first == {"type": "http.request", "body": b"", "more_body": False}
+
+
+def test_an_absolute_form_target_gives_its_host_and_http10_its_version():
+    record = []
+    with running(recorder_app(record)) as server:
+        exchange(server, b"GET http://example.org/p?q HTTP/1.1\r\nHost: other\r\n\r\n")
+        exchange(server, b"GET /old HTTP/1.0\r\n\r\n")
+    assert record[0]["headers"][0] == (b"host", b"example.org") and record[0]["path"] == "/p"
+    assert [h for h in record[0]["headers"] if h[0] == b"host"] == [(b"host", b"example.org")]
+    assert record[2]["http_version"] == "1.0" and record[2]["headers"] == []
+
+
+def test_a_chunked_upload_arrives_as_several_http_request_events():
+    record = []
+
+    def pieces():
+        yield b"first,"
+        yield b"second,"
+        yield b"third"
+
+    with running(recorder_app(record)) as server:
+        assert httpx.post(url(server), content=pieces()).status_code == 200
+    events = record[1:]
+    assert record[0]["headers"][-1] == (b"transfer-encoding", b"chunked")
+    assert b"".join(event["body"] for event in events) == b"first,second,third"
+    assert [event["body"] for event in events if event["body"]] == [b"first,", b"second,", b"third"]
+    assert all(event["more_body"] for event in events[:-1]) and not events[-1]["more_body"]
+
+
+def test_a_body_is_streamed_to_the_app_as_it_arrives():
+    halves, first_half_seen = [], threading.Event()
+
+    async def app(scope, receive, send):
+        assert scope["type"] == "http"
+        while True:
+            message = await receive()
+            halves.append(message["body"])
+            first_half_seen.set()
+            if not message["more_body"]:
+                break
+        await send({"type": "http.response.start", "status": 200})
+        await send({"type": "http.response.body", "body": b"%d pieces" % len(halves)})
+
+    with running(app) as server:
+        connection = connect(server)
+        try:
+            connection.send(request("POST", "/", [("Content-Length", "10")], b"12345"))
+            assert first_half_seen.wait(5)  # the app has the first half before the second is sent
+            connection.send(b"67890")
+            assert connection.read_response("POST").body == b"2 pieces"
+        finally:
+            connection.close()
+    assert halves == [b"12345", b"67890"]
+
+
+def test_expect_100_continue_is_sent_when_the_app_first_asks_for_the_body():
+    gate = threading.Event()
+
+    async def app(scope, receive, send):
+        assert scope["type"] == "http"
+        while not gate.is_set():
+            await asyncio.sleep(0.01)
+        await echo_app(scope, receive, send)
+
+    with running(app) as server, socket.create_connection(server.server_address, timeout=5) as sock:
+        sock.sendall(request("POST", "/", [("Content-Length", "4"), ("Expect", "100-continue"),
+                                           ("Connection", "close")]))
+        sock.settimeout(0.2)
+        with pytest.raises(TimeoutError):
+            sock.recv(100)  # nothing yet: the app has not asked for the body
+        gate.set()
+        sock.settimeout(5)
+        assert sock.recv(100) == b"HTTP/1.1 100 Continue\r\n\r\n"
+        sock.sendall(b"data")
+        assert read_until_close(sock, 0.5).endswith(b"\r\n\r\ndata")
+
+
+# --- send(): validation and framing -----------------------------------------------------------------------
+
+START = {"type": "http.response.start", "status": 200, "headers": []}
+BODY = {"type": "http.response.body", "body": b"x"}
+
+
+@pytest.mark.parametrize("events, error, words", [
+    ([BODY], RuntimeError, "expected 'http.response.start' first"),
+    ([START, START], RuntimeError, "expected 'http.response.body'"),
+    ([START, BODY, BODY], RuntimeError, "after the response was complete"),
+    ([{"type": "http.response.strat"}], RuntimeError, "expected 'http.response.start'"),
+    (["http.response.start"], ValueError, "dict with a 'type'"),
+    ([{**START, "status": "200"}], ValueError, "an int from 200 to 599"),
+    ([{**START, "status": 100}], ValueError, "an int from 200 to 599"),
+    ([{**START, "status": 600}], ValueError, "an int from 200 to 599"),
+    ([{**START, "status": True}], ValueError, "an int from 200 to 599"),
+    ([{**START, "headers": [("content-type", "text/plain")]}], ValueError, "pair of byte strings"),
+    ([{**START, "headers": [(b"a", b"b", b"c")]}], ValueError, "pair of byte strings"),
+    ([{**START, "headers": [b"ab"]}], ValueError, "pair of byte strings"),
+    ([{**START, "headers": 5}], ValueError, "iterable"),
+    ([{**START, "headers": [(b"x-bad", b"a\r\nb")]}], ValueError, "invalid value"),
+    ([{**START, "headers": [(b"bad name", b"1")]}], ValueError, "invalid header name"),
+    ([{**START, "headers": [(b"content-length", b"+5")]}], ValueError, "Content-Length"),
+    ([{**START, "trailers": True}], ValueError, "no trailers"),
+    ([START, {**BODY, "body": "text"}], ValueError, "must be bytes"),
+    ([START, {**BODY, "more_body": 1}], ValueError, "must be a bool"),
+], ids=lambda value: None if isinstance(value, (list, type)) else value)
+def test_a_malformed_or_out_of_order_send_raises(events, error, words, caplog):
+    raised = []
+
+    async def app(scope, receive, send):
+        assert scope["type"] == "http"
+        try:
+            for event in events:
+                await send(event)
+        except Exception as exception:
+            raised.append(exception)
+            raise
+
+    with running(app) as server:
+        reply = httpx.get(url(server))
+    assert len(raised) == 1 and type(raised[0]) is error and words in str(raised[0]), raised
+    # Before the head went out the client gets a 500; after the whole response, what it got stands.
+    assert reply.status_code == (200 if events[:2] == [START, BODY] else 500)
+    assert "error in the application" in caplog.text
+
+
+def test_an_app_failing_before_the_response_gets_500_and_the_server_goes_on(caplog):
+    async def app(scope, receive, send):
+        raise KeyError("boom")
+
+    with running(app) as server:
+        connection = connect(server)
+        try:
+            connection.send(request())
+            reply = connection.read_response()
+            closed = connection.closes_within(2.0)
+        finally:
+            connection.close()
+        assert reply.status == 500 and reply.headers["connection"] == "close" and closed
+        assert reply.headers["date"].endswith(" GMT")
+        assert "KeyError: 'boom'" in caplog.text
+        server.app = hello_app
+        assert httpx.get(url(server)).text == "hello"
+
+
+def test_an_app_failing_after_start_but_before_any_body_still_gets_500():
+    async def app(scope, receive, send):
+        await send(START)
+        raise KeyError("boom")
+
+    with running(app) as server:
+        assert httpx.get(url(server)).status_code == 500
+
+
+@pytest.mark.parametrize("fail", [True, False], ids=["raises", "returns early"])
+def test_an_app_failing_after_the_body_started_truncates_it_and_closes(fail, caplog):
+    async def app(scope, receive, send):
+        await send(START)
+        await send({"type": "http.response.body", "body": b"partial", "more_body": True})
+        if fail:
+            raise KeyError("boom")
+
+    with running(app) as server, socket.create_connection(server.server_address, timeout=5) as sock:
+        sock.sendall(request())
+        received = read_until_close(sock)
+    assert received.count(b"HTTP/1.1") == 1 and received.startswith(b"HTTP/1.1 200 OK\r\n")
+    assert b"Transfer-Encoding: chunked" in received
+    assert received.endswith(b"\r\n\r\n7\r\npartial\r\n")  # no last chunk: the client sees it cut short
+    assert ("KeyError: 'boom'" if fail else "without completing its response") in caplog.text
+
+
+def streaming_app(pieces, status=200, headers=()):
+    async def app(scope, receive, send):
+        assert scope["type"] == "http"
+        await send({"type": "http.response.start", "status": status, "headers": list(headers)})
+        for piece in pieces:
+            await send({"type": "http.response.body", "body": piece, "more_body": True})
+        await send({"type": "http.response.body", "body": b""})
+    return app
+
+
+def test_head_204_and_304_have_no_body_and_keep_the_connection():
+    app = streaming_app([b"hello"], headers=[(b"content-length", b"5")])
+    with running(app) as server:
+        connection = connect(server)
+        try:
+            connection.send(request("HEAD"))
+            head = connection.read_response("HEAD")
+            assert head.body == b"" and head.headers["content-length"] == "5" and head.keep_alive
+            assert connection.extra_bytes(0.2) == b""  # the body really was not sent
+            connection.send(request())
+            assert connection.read_response().body == b"hello"
+        finally:
+            connection.close()
+    for status in (204, 304):
+        with running(streaming_app([b"ignored"], status=status)) as server, \
+                socket.create_connection(server.server_address, timeout=5) as sock:
+            sock.sendall(request(headers=[("Connection", "close")]))
+            received = read_until_close(sock)
+        assert received.startswith(b"HTTP/1.1 %d " % status) and received.endswith(b"\r\n\r\n")
+        assert b"Transfer-Encoding" not in received and b"Content-Length" not in received
+
+
+def test_framing_without_content_length_and_a_content_length_never_exceeded():
+    with running(streaming_app([b"ab", b"cd"])) as server:
+        chunked = exchange(server, request())
+        old = exchange(server, request(version="HTTP/1.0", headers=[("Connection", "keep-alive")]))
+    assert chunked.body == b"abcd" and chunked.headers["transfer-encoding"] == "chunked"
+    assert chunked.keep_alive
+    # HTTP/1.0 has no chunks: the body ends when the connection closes.
+    assert old.body == b"abcd" and old.headers["connection"] == "close" and not old.keep_alive
+    with running(streaming_app([b"hello", b"world"], headers=[(b"content-length", b"3")])) as server:
+        connection = connect(server)
+        try:
+            connection.send(request())
+            reply = connection.read_response()
+            assert reply.body == b"hel" and connection.extra_bytes(0.2) == b""
+        finally:
+            connection.close()
+    with running(streaming_app([b"hi"], headers=[(b"content-length", b"10")])) as server, \
+            socket.create_connection(server.server_address, timeout=5) as sock:
+        sock.sendall(request())
+        assert read_until_close(sock).endswith(b"\r\n\r\nhi")  # short: the close ends it
+
+
+def test_the_apps_hop_by_hop_headers_give_way_to_the_servers_and_connection_close_is_honoured():
+    headers = [(b"transfer-encoding", b"gzip"), (b"connection", b"close"), (b"keep-alive", b"timeout=9")]
+    with running(streaming_app([b"x"], headers=headers)) as server, \
+            socket.create_connection(server.server_address, timeout=5) as sock:
+        sock.sendall(request())
+        received = read_until_close(sock)
+    head = received.split(b"\r\n\r\n")[0].lower()
+    assert b"gzip" not in head and b"keep-alive" not in head and head.count(b"connection: close") == 1
+    assert b"transfer-encoding: chunked" in head
+
+
+def test_send_waits_for_a_client_that_stops_reading():
+    sent = []
+
+    async def app(scope, receive, send):
+        await send(START)
+        try:
+            for _ in range(500):
+                await send({"type": "http.response.body", "body": b"x" * 2**20, "more_body": True})
+                sent.append(1)
+        except OSError as error:  # the spec's "server-specific subclass of OSError" (spec 2.4)
+            sent.append(error)
+
+    with running(app) as server, socket.create_connection(server.server_address, timeout=5) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+        sock.sendall(request())
+        wait_for(lambda: len(sent) > 2)
+        stalled_at = None
+        while stalled_at != len(sent):  # until send() has stopped returning
+            stalled_at = len(sent)
+            time.sleep(0.3)
+        assert stalled_at < 100  # not 500 MiB queued in the server: it waits for the client
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+    wait_for(lambda: isinstance(sent[-1], OSError))
+
+
+# --- connections ----------------------------------------------------------------------------------------
+
+def test_keep_alive_until_connection_close():
+    with running(hello_app) as server:
+        connection = connect(server)
+        try:
+            for _ in range(3):
+                connection.send(request())
+                reply = connection.read_response()
+                assert reply.body == b"hello" and reply.keep_alive and "connection" not in reply.headers
+            connection.send(request(headers=[("Connection", "close")]))
+            last = connection.read_response()
+            assert last.headers["connection"] == "close" and connection.closes_within(2.0)
+        finally:
+            connection.close()
+
+
+def test_http10_closes_unless_asked_to_keep_alive():
+    with running(hello_app) as server:
+        connection = connect(server)
+        try:
+            connection.send(b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+            kept = connection.read_response()
+            assert kept.headers["connection"] == "keep-alive" and kept.headers["content-length"] == "5"
+            connection.send(b"GET / HTTP/1.0\r\n\r\n")
+            connection.read_response()
+            assert connection.closes_within(2.0)
+        finally:
+            connection.close()
+
+
+def test_pipelined_requests_are_answered_in_order_with_their_bodies():
+    async def app(scope, receive, send):
+        body = await read_body(receive)
+        await send(START)
+        await send({"type": "http.response.body", "body": scope["path"].encode() + b":" + body})
+
+    with running(app) as server, socket.create_connection(server.server_address, timeout=5) as sock:
+        sock.sendall(request("POST", "/1", [("Content-Length", "1")], b"a")
+                     + request("POST", "/2", [("Transfer-Encoding", "chunked")], b"1\r\nb\r\n0\r\n\r\n")
+                     + request("GET", "/3", [("Connection", "close")]))
+        received = read_until_close(sock)
+    assert received.count(b"HTTP/1.1 200 OK") == 3
+    assert received.index(b"\r\n\r\n/1:a") < received.index(b"\r\n\r\n/2:b") < received.index(b"\r\n\r\n/3:")
+
+
+def test_a_body_the_app_did_not_read_is_skipped_before_the_next_request():
+    with running(hello_app) as server, socket.create_connection(server.server_address, timeout=5) as sock:
+        sock.sendall(request("POST", "/", [("Content-Length", "5")], b"GET /")
+                     + request("POST", "/", [("Transfer-Encoding", "chunked")], b"3\r\nabc\r\n0\r\n\r\n")
+                     + request(headers=[("Connection", "close")]))
+        received = read_until_close(sock)
+    assert received.count(b"HTTP/1.1 200 OK") == 3 and b"400" not in received
+
+
+@pytest.mark.parametrize("name", MALFORMED)
+def test_malformed_requests_get_the_wsgi_servers_status_then_a_close(name):
+    raw, status = MALFORMED[name]
+    with running(echo_app, max_body=1000) as server:
+        connection = connect(server)
+        try:
+            connection.send(raw)
+            reply = connection.read_response("POST" if raw.startswith(b"POST") else "GET")
+            closed = connection.closes_within(2.0)
+        finally:
+            connection.close()
+        assert reply.status == status, reply
+        assert reply.headers["connection"] == "close" and closed
+        assert reply.headers["date"].endswith(" GMT")
+        assert httpx.get(url(server)).status_code == 200  # and the server goes on serving
+
+
+def test_content_length_with_transfer_encoding_is_refused_before_the_app_runs():
+    record = []
+    with running(recorder_app(record)) as server:
+        connection = connect(server)
+        try:
+            connection.send(MALFORMED["CL and TE"][0] + request())  # a smuggled request would follow
+            reply = connection.read_response("POST")
+            assert reply.status == 400 and connection.closes_within(2.0)
+        finally:
+            connection.close()
+    assert record == []
+
+
+def test_a_request_head_stalled_half_way_gets_408_and_an_idle_connection_is_closed_silently():
+    with running(hello_app, timeout=0.3) as server:
+        with socket.create_connection(server.server_address, timeout=5) as sock:
+            sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n")
+            assert read_until_close(sock).startswith(b"HTTP/1.1 408 Request Timeout")
+        with socket.create_connection(server.server_address, timeout=5) as sock:
+            sock.sendall(request())
+            started = time.monotonic()
+            assert read_until_close(sock).count(b"HTTP/1.1 200 OK") == 1  # then a silent close
+            assert time.monotonic() - started < 2
+
+
+def test_a_long_poll_hears_http_disconnect_within_a_second():
+    waiting, heard = threading.Event(), []
+
+    async def app(scope, receive, send):
+        assert (await receive())["type"] == "http.request"
+        waiting.set()
+        message = await receive()  # nothing more comes until the client leaves
+        heard.append((message, time.monotonic()))
+
+    with running(app) as server:
+        sock = socket.create_connection(server.server_address, timeout=5)
+        sock.sendall(request())
+        assert waiting.wait(5)
+        sock.close()
+        left = time.monotonic()
+        wait_for(lambda: heard, timeout=3)
+    assert heard[0][0] == {"type": "http.disconnect"} and heard[0][1] - left < 1.0
+
+
+def test_send_after_the_client_left_raises_an_oserror_that_is_not_logged(caplog):
+    raised, started = [], threading.Event()
+
+    async def app(scope, receive, send):
+        await send(START)
+        await send({"type": "http.response.body", "body": b"first", "more_body": True})
+        started.set()
+        while not raised:
+            try:
+                await receive()  # http.disconnect, once the client has gone
+                await send({"type": "http.response.body", "body": b"more", "more_body": True})
+            except OSError as error:
+                raised.append(error)
+                raise
+
+    with running(app) as server:
+        sock = socket.create_connection(server.server_address, timeout=5)
+        sock.sendall(request())
+        assert started.wait(5)
+        sock.close()
+        wait_for(lambda: raised)
+    assert "error" not in caplog.text.lower()
+
+
+# --- lifespan --------------------------------------------------------------------------------------------
+
+def lifespan_app(record, startup="lifespan.startup.complete"):
+    async def app(scope, receive, send):
+        if scope["type"] == "lifespan":
+            record.append(("scope", scope["asgi"]))
+            while True:
+                message = await receive()
+                record.append(message["type"])
+                if message["type"] == "lifespan.startup":
+                    scope["state"]["pool"] = "open"
+                    await send({"type": startup, "message": "no database"})
+                else:
+                    await send({"type": "lifespan.shutdown.complete"})
+                    return
+        record.append(("request", dict(scope["state"])))
+        scope["state"]["pool"] = "changed by a request"  # a copy: the next request does not see it
+        await hello_app(scope, receive, send)
+    return app
+
+
+def test_lifespan_runs_startup_before_requests_and_shutdown_after():
+    record = []
+    with running(lifespan_app(record)) as server:
+        assert record[-1] == "lifespan.startup"
+        httpx.get(url(server))
+        httpx.get(url(server))
+    assert record == [("scope", {"version": "3.0", "spec_version": "2.0"}), "lifespan.startup",
+                      ("request", {"pool": "open"}), ("request", {"pool": "open"}), "lifespan.shutdown"]
+
+
+def test_lifespan_startup_failed_stops_the_server():
+    record = []
+    with pytest.raises(StartupFailed, match="no database"):
+        ASGIServer(lifespan_app(record, "lifespan.startup.failed"), port=0).start()
+    assert record[-1] == "lifespan.startup"
+
+
+@pytest.mark.parametrize("mode, serves", [("auto", True), ("on", False), ("off", True)])
+def test_an_app_that_raises_on_the_lifespan_scope(mode, serves, caplog):
+    caplog.set_level(logging.INFO)
+    if not serves:
+        with pytest.raises(StartupFailed, match="raised RuntimeError"):
+            ASGIServer(hello_app, port=0, lifespan=mode).start()
+        return
+    with running(hello_app, lifespan=mode) as server:
+        assert httpx.get(url(server)).text == "hello"
+    assert ("serving it without lifespan" in caplog.text) == (mode == "auto")
+    assert "Traceback" not in caplog.text
+
+
+def test_lifespan_off_sends_no_lifespan_scope():
+    record = []
+    with running(lifespan_app(record), lifespan="off") as server:
+        httpx.get(url(server))
+    assert record == [("request", {})]
+
+
+# --- shutdown -------------------------------------------------------------------------------------------
+
+def test_graceful_shutdown_lets_a_request_in_flight_finish_and_closes_idle_connections():
+    inside = threading.Event()
+
+    async def slow_app(scope, receive, send):
+        if scope["type"] == "http":
+            inside.set()
+            await asyncio.sleep(0.5)
+            await hello_app(scope, receive, send)
+
+    server = ASGIServer(slow_app, port=0).start()
+    idle = connect(server)
+    idle.send(request("GET", "/"))
+    assert idle.read_response().keep_alive
+    inside.clear()
+    replies = []
+    client = threading.Thread(target=lambda: replies.append(httpx.get(url(server))))
+    client.start()
+    assert inside.wait(5)
+    started = time.monotonic()
+    server.shutdown()
+    client.join(5)
+    assert replies[0].text == "hello" and replies[0].headers["connection"] == "close"
+    assert time.monotonic() - started < 2  # the idle connection did not hold the server for its timeout
+    assert idle.closes_within(0.1)
+    idle.close()
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(url(server))
+
+
+def test_shutdown_cuts_off_a_request_that_outlasts_the_grace_period():
+    inside = threading.Event()
+
+    async def endless(scope, receive, send):
+        inside.set()
+        await asyncio.sleep(60)
+
+    server = ASGIServer(endless, port=0, grace=0.2, lifespan="off").start()
+    with socket.create_connection(server.server_address, timeout=5) as sock:
+        sock.sendall(request())
+        assert inside.wait(5)
+        started = time.monotonic()
+        server.shutdown()
+        assert time.monotonic() - started < 2 and read_until_close(sock) == b""
+
+
+def test_serve_leaves_no_task_or_socket_behind():
+    async def scenario():
+        ready = asyncio.Event()
+        server = ASGIServer(hello_app, port=0)
+        serving = asyncio.create_task(server.serve(on_ready=ready.set))
+        await ready.wait()
+        reader, writer = await asyncio.open_connection(*server.server_address)
+        writer.write(request())
+        assert (await reader.readuntil(b"hello")).startswith(b"HTTP/1.1 200 OK")  # then idle, kept open
+        server.request_shutdown()
+        await serving
+        assert await reader.read() == b""  # the idle connection was closed
+        writer.close()
+        await writer.wait_closed()
+        assert asyncio.all_tasks() == {asyncio.current_task()}
+        assert server.socket.fileno() == -1
+
+    asyncio.run(scenario())
+
+
+def test_bad_arguments_are_refused_clearly():
+    with pytest.raises(TypeError, match="ASGI application"):
+        ASGIServer("not an app", port=0)
+    with pytest.raises(ValueError, match="lifespan"):
+        ASGIServer(hello_app, port=0, lifespan="yes")
+
+
+# --- the command line -----------------------------------------------------------------------------------
+
+def start_cli(tmp_path, *args, startup="lifespan.startup.complete"):
+    (tmp_path / "cli_app.py").write_text(
+        "async def app(scope, receive, send):\n"
+        "    if scope['type'] == 'lifespan':\n"
+        "        while (await receive())['type'] == 'lifespan.startup':\n"
+        f"            await send({{'type': {startup!r}, 'message': 'no database'}})\n"
+        "        await send({'type': 'lifespan.shutdown.complete'})\n"
+        "        return\n"
+        "    await send({'type': 'http.response.start', 'status': 200})\n"
+        "    await send({'type': 'http.response.body', 'body': b'from the command line'})\n")
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.Popen([sys.executable, "-m", "gatewaylab.asgi", *args], cwd=tmp_path, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+@pytest.mark.parametrize("stop_signal", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_cli_serves_and_stops_cleanly_on_a_signal(tmp_path, stop_signal):
+    process = start_cli(tmp_path, "cli_app:app", "--port", "0")
+    try:
+        banner = process.stdout.readline()
+        assert "http://127.0.0.1:" in banner
+        address = banner.split("http://")[1].split(";")[0]
+        assert httpx.get(f"http://{address}/").text == "from the command line"
+        process.send_signal(stop_signal)
+        assert process.wait(10) == 0
+    finally:
+        process.kill()
+        process.communicate()
+
+
+def test_cli_exits_non_zero_when_lifespan_startup_fails(tmp_path):
+    process = start_cli(tmp_path, "cli_app:app", "--port", "0", startup="lifespan.startup.failed")
+    out, err = process.communicate(timeout=20)
+    assert process.returncode == 1 and "no database" in err and "Serving" not in out
+
+
+@pytest.mark.parametrize("spec, message", [("cli_app:missing", "has no attribute"),
+                                           ("no_such_module:app", "cannot import")])
+def test_cli_gives_a_one_line_error_for_a_bad_app(tmp_path, spec, message):
+    process = start_cli(tmp_path, spec, "--port", "0")
+    out, err = process.communicate(timeout=20)
+    assert process.returncode == 1
+    assert message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
