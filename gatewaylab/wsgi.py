@@ -1,17 +1,21 @@
-"""The course's WSGI server (PEP 3333) on raw sockets, the minimal, sequential one: lesson 03 builds it.
+"""The course's WSGI server (PEP 3333) on raw sockets,
+the minimal, sequential one: lesson 03 builds it.
 
-    python -m gatewaylab.wsgi module:app --port 8000 [--threads 10]   (the command line runs lesson 04's server)
+    python -m gatewaylab.wsgi module:app --port 8000 [--threads 10]
+    (the command line runs lesson 04's server)
 
 The path of one request through it:
 
     bytes on the socket -> read_request (http1.parse_request) -> a Request
     Request -> open_body (http1.request_body_length) and make_environ -> the environ
     environ -> run_app: app(environ, response.start_response) -> the body, piece by piece
-    each piece -> Response.send (http1.choose_framing, build_head, encode_chunk) -> bytes on the socket
+    each piece -> Response.send (http1.choose_framing, build_head, encode_chunk)
+               -> bytes on the socket
 
-The rules of HTTP/1.1 come from the course's core, gatewaylab.http1, which the ASGI server shares. WSGIServer serves
-one connection at a time; lesson 04's gatewaylab.wsgi_pool keeps everything here but the server loop, and serves
-many. It is small on purpose (no TLS, no HTTP/2), but what it does, it does by the rules of PEP 3333 and RFC 9112.
+The rules of HTTP/1.1 come from the course's core, gatewaylab.http1, which the ASGI server shares.
+WSGIServer serves one connection at a time; lesson 04's gatewaylab.wsgi_pool keeps everything here
+but the server loop, and serves many. It is small on purpose (no TLS, no HTTP/2), but what it does,
+it does by the rules of PEP 3333 and RFC 9112.
 """
 import errno
 import importlib
@@ -26,9 +30,10 @@ import threading
 import time
 from urllib.parse import unquote_to_bytes
 
-from gatewaylab.http1 import (CONTINUE, HOP_BY_HOP, LAST_CHUNK, MAX_BODY, HTTPError, build_head, check_field,
-                              choose_framing, encode_chunk, error_response, parse_request, read_chunked,
-                              request_body_length, wants_continue, with_date)
+from gatewaylab.http1 import (CONTINUE, HOP_BY_HOP, LAST_CHUNK, MAX_BODY, HTTPError, build_head,
+                              check_field, choose_framing, encode_chunk, error_response,
+                              parse_request, read_chunked, request_body_length, wants_continue,
+                              with_date)
 
 log = logging.getLogger(__name__)
 
@@ -36,16 +41,18 @@ TIMEOUT = 5.0  # seconds a client may stay silent, between requests or in the mi
 
 
 class ClientDisconnected(ConnectionError):
-    """The client went away (closed, reset, or stopped reading) while the server was reading or writing."""
+    """The client went away (closed, reset, or stopped reading)
+    while the server was reading or writing."""
 
 
-# --- The request body ---------------------------------------------------------------------------------------------
+# --- The request body -----------------------------------------------------------------------------
 
 class InputStream:
-    """wsgi.input for a body with a Content-Length: it reads from the connection, but ends where the body ends.
+    """wsgi.input for a body with a Content-Length:
+    it reads from the connection, but ends where the body ends.
 
-    After the body the connection stays open for the next request, so an app calling read() without this limit
-    would wait for bytes that belong to the next request, or that never come.
+    After the body the connection stays open for the next request, so an app calling read() without
+    this limit would wait for bytes that belong to the next request, or that never come.
     """
 
     def __init__(self, rfile, length):
@@ -53,7 +60,8 @@ class InputStream:
         self.remaining = length  # bytes of the body not read yet
 
     def limit(self, size):
-        """A request for `size` bytes, cut to what is left of the body; -1 or None mean all of it."""
+        """A request for `size` bytes, cut to what is left of the body;
+        -1 or None mean all of it."""
         if size is None or size < 0:
             return self.remaining
         return min(size, self.remaining)
@@ -65,7 +73,8 @@ class InputStream:
         except OSError as error:  # reset, or silent for longer than the timeout
             raise ClientDisconnected(str(error)) from error
         if len(data) < size:  # read(n) returns fewer than n bytes only at the end of the stream
-            raise ClientDisconnected("the client closed the connection in the middle of the request body")
+            raise ClientDisconnected("the client closed the connection "
+                                     "in the middle of the request body")
         self.remaining -= len(data)
         return data
 
@@ -76,7 +85,8 @@ class InputStream:
         except OSError as error:
             raise ClientDisconnected(str(error)) from error
         if size and not line:
-            raise ClientDisconnected("the client closed the connection in the middle of the request body")
+            raise ClientDisconnected("the client closed the connection "
+                                     "in the middle of the request body")
         self.remaining -= len(line)
         return line
 
@@ -100,26 +110,31 @@ class InputStream:
 
 
 def open_body(request, rfile, sock, max_body):
-    """The request body as a file for wsgi.input, and its length (the core's request_body_length frames it)."""
+    """The request body as a file for wsgi.input,
+    and its length (the core's request_body_length frames it)."""
     length = request_body_length(request, max_body)  # None: chunked
     if length != 0 and wants_continue(request):
         sock.sendall(CONTINUE)  # the client waits for this before it sends its body
     if length is None:
-        # The whole chunked body is read before the app runs: the size limit and a 400 for a broken chunk happen in
-        # the server, and the environ can give CONTENT_LENGTH, which many apps (Flask's among them) want before reading.
+        # The whole chunked body is read before the app runs: the size limit and a 400 for a broken
+        # chunk happen in the server, and the environ can give CONTENT_LENGTH, which many apps
+        # (Flask's among them) want before reading.
         body = read_chunked(rfile, max_body)
         return io.BytesIO(body), len(body)
-    return InputStream(rfile, length), (length if request.header("Content-Length") is not None else None)
+    return InputStream(rfile, length), (length if request.header("Content-Length") is not None
+                                        else None)
 
 
-# --- The environ --------------------------------------------------------------------------------------------------
+# --- The environ ----------------------------------------------------------------------------------
 
 def make_environ(request, body, length, server_address, client_address, multithread):
-    """The PEP 3333 environ of one request: CGI variables as latin-1 strings, then the wsgi.* keys."""
+    """The PEP 3333 environ of one request:
+    CGI variables as latin-1 strings, then the wsgi.* keys."""
     environ = {
         "REQUEST_METHOD": request.method,
         "SCRIPT_NAME": "",
-        # Percent-decoded to bytes, kept as latin-1 (as wsgiref does): an app re-encodes to latin-1 to get UTF-8 back.
+        # Percent-decoded to bytes, kept as latin-1 (as wsgiref does):
+        # an app re-encodes to latin-1 to get UTF-8 back.
         "PATH_INFO": unquote_to_bytes(request.path).decode("latin-1"),
         "QUERY_STRING": request.query,
         "SERVER_NAME": server_address[0],
@@ -139,27 +154,30 @@ def make_environ(request, body, length, server_address, client_address, multithr
         environ["CONTENT_LENGTH"] = str(length)
     for name, value in request.headers:
         if "_" in name:
-            # "X_User" would become HTTP_X_USER like "X-User": a client could pass one off as the other, e.g. past a
-            # proxy that sets X-User itself. Such headers are dropped, as nginx and gunicorn do.
+            # "X_User" would become HTTP_X_USER like "X-User": a client could pass one off as the
+            # other, e.g. past a proxy that sets X-User itself. Such headers are dropped, as nginx
+            # and gunicorn do.
             continue
         key = name.upper().replace("-", "_")
         if key == "CONTENT_TYPE":
             environ["CONTENT_TYPE"] = value
         elif key not in ("CONTENT_LENGTH", "TRANSFER_ENCODING"):
-            # (Both describe the body as it came on the wire; the app gets it de-chunked, with CONTENT_LENGTH set
-            # above. Left in, "chunked" would tell apps such as Flask that the length is unknown.)
+            # (Both describe the body as it came on the wire; the app gets it de-chunked, with
+            # CONTENT_LENGTH set above. Left in, "chunked" would tell apps such as Flask that the
+            # length is unknown.)
             key = "HTTP_" + key
             environ[key] = environ[key] + "," + value if key in environ else value
     if request.host is not None:
-        environ["HTTP_HOST"] = request.host  # an absolute-form target's authority wins over Host (RFC 9112 3.2.2)
+        # an absolute-form target's authority wins over Host (RFC 9112 3.2.2)
+        environ["HTTP_HOST"] = request.host
     return environ
 
 
-# --- The response -------------------------------------------------------------------------------------------------
+# --- The response ---------------------------------------------------------------------------------
 
 def check_status(status):
-    """The app's status must be a str like "404 Not Found" (PEP 3333). A broken rule raises AssertionError, as in
-    wsgiref, and the server answers 500."""
+    """The app's status must be a str like "404 Not Found" (PEP 3333). A broken rule raises
+    AssertionError, as in wsgiref, and the server answers 500."""
     if not (isinstance(status, str) and re.fullmatch(r"[1-5][0-9][0-9] [^\r\n]*", status)):
         raise AssertionError(f"status must be a str like '200 OK', got {status!r}")
 
@@ -176,7 +194,8 @@ def check_headers(headers):
         except ValueError as error:
             raise AssertionError(str(error)) from None
         if name.lower() in HOP_BY_HOP:
-            raise AssertionError(f"hop-by-hop header {name!r} is not allowed: the server manages the connection")
+            raise AssertionError(f"hop-by-hop header {name!r} is not allowed: "
+                                 "the server manages the connection")
 
 
 def send_bytes(sock, data):
@@ -185,14 +204,16 @@ def send_bytes(sock, data):
         return
     try:
         sock.sendall(data)
-    except OSError as error:  # reset, broken pipe, or a client that stopped reading for `timeout` seconds
+    except OSError as error:
+        # reset, broken pipe, or a client that stopped reading for `timeout` seconds
         raise ClientDisconnected(str(error)) from error
 
 
 class Response:
     """One response: the app's start_response() and write(), and its body on the way to the client.
 
-    Nothing is sent before the body's first bytes (PEP 3333): until then the app may still change its mind.
+    Nothing is sent before the body's first bytes (PEP 3333):
+    until then the app may still change its mind.
     """
 
     def __init__(self, sock, request, server_allows_keep_alive):
@@ -210,7 +231,8 @@ class Response:
         if exc_info is not None:
             try:
                 if self.headers_sent:
-                    # Too late to replace the response: re-raise, and the server will close the connection.
+                    # Too late to replace the response:
+                    # re-raise, and the server will close the connection.
                     raise exc_info[1].with_traceback(exc_info[2])
             finally:
                 exc_info = None  # a traceback kept in a local makes a reference cycle
@@ -222,7 +244,8 @@ class Response:
         return self.write
 
     def write(self, data):
-        """The write() callable start_response() returns, for old-style apps: sends a piece of the body at once."""
+        """The write() callable start_response() returns, for old-style apps:
+        sends a piece of the body at once."""
         self.send(data)
 
     def send(self, data, body_length=None):
@@ -240,22 +263,24 @@ class Response:
             raise AssertionError("the application returned without calling start_response()")
         head = b"" if self.headers_sent else self.head(body_length=0)
         send_bytes(self.sock, head + (LAST_CHUNK if self.framing.chunked else b""))
-        # A body shorter than its Content-Length leaves the client waiting for the rest: only closing ends that.
+        # A body shorter than its Content-Length leaves the client waiting for the rest:
+        # only closing ends that.
         return self.framing.keep_alive and not self.remaining
 
     def head(self, body_length):
         """Fix the framing, now that the headers go out, and return them as bytes."""
         keep_alive = self.request.keep_alive and self.server_allows_keep_alive()
         try:
-            framing = choose_framing(self.request.method, self.request.version, int(self.status[:3]), self.headers,
-                                     body_length, keep_alive)
+            framing = choose_framing(self.request.method, self.request.version,
+                                     int(self.status[:3]), self.headers, body_length, keep_alive)
         except ValueError as error:  # the app's own Content-Length is broken
             raise AssertionError(str(error)) from None
         self.framing, self.remaining = framing, framing.limit
         return build_head(self.status, self.headers + framing.headers)
 
     def frame(self, data):
-        """A piece of the body as it goes on the wire: cut to the declared length, or wrapped as one chunk."""
+        """A piece of the body as it goes on the wire:
+        cut to the declared length, or wrapped as one chunk."""
         if not self.framing.has_body:
             return b""
         if self.remaining is not None:
@@ -264,10 +289,11 @@ class Response:
         return encode_chunk(data) if self.framing.chunked else data
 
 
-# --- Running the app ----------------------------------------------------------------------------------------------
+# --- Running the app ------------------------------------------------------------------------------
 
 def has_one_item(result):
-    """len(result) == 1: then the first piece is the whole body, and the server may give its Content-Length."""
+    """len(result) == 1: then the first piece is the whole body,
+    and the server may give its Content-Length."""
     try:
         return len(result) == 1
     except TypeError:  # a generator has no length
@@ -277,8 +303,8 @@ def has_one_item(result):
 def run_app(app, environ, response):
     """Call the app and stream its body. Returns True if the connection may carry another request.
 
-    PEP 3333 asks the server to call the iterable's close(), if it has one, however the response ends: that is where
-    apps release what they hold for the request (files, database connections).
+    PEP 3333 asks the server to call the iterable's close(), if it has one, however the response
+    ends: that is where apps release what they hold for the request (files, database connections).
     """
     result = app(environ, response.start_response)
     try:
@@ -295,9 +321,10 @@ def run_app(app, environ, response):
 def close_gently(sock):
     """Prepare to close a connection on which the client may still be sending.
 
-    Closing a socket with unread data makes the kernel reset the connection, and the reset can destroy our answer
-    before the client has read it (RFC 9112 section 9.6). So: stop writing, and read and drop what still comes for a
-    moment (a client reads the answer, sees our end of the stream, and closes its side).
+    Closing a socket with unread data makes the kernel reset the connection, and the reset can
+    destroy our answer before the client has read it (RFC 9112 section 9.6). So: stop writing, and
+    read and drop what still comes for a moment (a client reads the answer, sees our end of the
+    stream, and closes its side).
     """
     try:
         sock.shutdown(socket.SHUT_WR)
@@ -310,26 +337,29 @@ def close_gently(sock):
 
 
 def send_error(sock, error):
-    """Answer a request the server refuses (or an app that failed) with lesson 01's error response, plus a Date."""
+    """Answer a request the server refuses (or an app that failed)
+    with lesson 01's error response, plus a Date."""
     try:
         sock.sendall(with_date(error_response(error)))
     except OSError:
         pass  # the client is gone already
 
 
-# --- The server ---------------------------------------------------------------------------------------------------
+# --- The server -----------------------------------------------------------------------------------
 
 class SocketReader(io.RawIOBase):
-    """A connection's bytes, for its buffered reader, with an optional deadline that no read may wait past.
+    """A connection's bytes, for its buffered reader,
+    with an optional deadline that no read may wait past.
 
-    The socket's timeout bounds each wait; it cannot stop a client that sends a byte just before each timeout runs
-    out (slowloris). While a request head is read, a deadline bounds all the waits together, as nginx's
-    client_header_timeout does.
+    The socket's timeout bounds each wait; it cannot stop a client that sends a byte just before
+    each timeout runs out (slowloris). While a request head is read, a deadline bounds all the waits
+    together, as nginx's client_header_timeout does.
     """
 
     def __init__(self, sock, timeout):
         self.sock, self.timeout = sock, timeout
-        self.deadline = None  # time.monotonic() by which the current read must be done; None: no deadline
+        # time.monotonic() by which the current read must be done; None: no deadline
+        self.deadline = None
 
     def readable(self):
         return True
@@ -343,22 +373,27 @@ class SocketReader(io.RawIOBase):
         try:
             return self.sock.recv_into(buffer)
         except BlockingIOError:
-            return None  # nothing there yet (request_waiting() looks without waiting): the buffered reader's word
+            # nothing there yet (request_waiting() looks without waiting):
+            # the buffered reader's word
+            return None
         finally:
             if self.deadline is not None:
                 self.sock.settimeout(self.timeout)
 
 
 class Connection:
-    """One client's connection: its socket with a timeout on every read, and a buffered reader on it with a deadline
-    for request heads."""
+    """One client's connection: its socket with a timeout on every read,
+    and a buffered reader on it with a deadline for request heads."""
 
     def __init__(self, sock, client_address, timeout):
         sock.settimeout(timeout)  # a client silent half-way through a request is dropped
         try:
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # no Nagle stall between two small writes
+            # no Nagle stall between two small writes
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         except OSError:
-            pass  # macOS refuses it on a connection the client has reset already; the first read will tell
+            # macOS refuses it on a connection the client has reset already;
+            # the first read will tell
+            pass
         self.sock, self.client_address, self.timeout = sock, client_address, timeout
         self.reader = SocketReader(sock, timeout)
         self.rfile = io.BufferedReader(self.reader)
@@ -366,19 +401,22 @@ class Connection:
     def request_waiting(self):
         """Has the client sent (part of) its next request already? Looks without waiting.
 
-        A selector only sees bytes still in the kernel. A client that sent two requests at once (pipelining) may have
-        its second one in our buffer already, where no selector will ever report it.
+        A selector only sees bytes still in the kernel. A client that sent two requests at once
+        (pipelining) may have its second one in our buffer already, where no selector will ever
+        report it.
         """
         self.sock.settimeout(0)  # for a moment: a read that would wait fails at once instead
         try:
             return bool(self.rfile.peek(1))
         except OSError:
-            return False  # the selector will report the reset or the close, and the next read will see it
+            # the selector will report the reset or the close, and the next read will see it
+            return False
         finally:
             self.sock.settimeout(self.timeout)
 
     def cut(self):
-        """Shut the connection down from another thread: the thread serving it finds its next read or write fails."""
+        """Shut the connection down from another thread:
+        the thread serving it finds its next read or write fails."""
         try:
             self.sock.shutdown(socket.SHUT_RDWR)
         except OSError:
@@ -390,11 +428,13 @@ class Connection:
 
 
 def read_request(connection):
-    """The next request on a connection, or None if there is none: the client closed the connection, or stayed
-    silent for the whole timeout. Once a request has started, its whole head must arrive within `timeout` seconds:
-    a client that stops half-way, or trickles it, gets 408, as in lesson 01."""
+    """The next request on a connection, or None if there is none: the client closed the connection,
+    or stayed silent for the whole timeout. Once a request has started, its whole head must arrive
+    within `timeout` seconds: a client that stops half-way, or trickles it, gets 408, as in
+    lesson 01."""
     try:
-        if not connection.rfile.peek(1):  # wait for the first byte: until it comes, the connection is idle
+        # wait for the first byte: until it comes, the connection is idle
+        if not connection.rfile.peek(1):
             return None
     except TimeoutError:
         return None  # an idle keep-alive connection is closed without a word, as clients expect
@@ -425,7 +465,8 @@ def handle_request(server, request, connection):
         # After the headers, closing is the only way to tell the client: it sees a body cut short.
         return False
     if keep_alive:
-        # Read what the app left of the body, or it would be taken for the next request (at most max_body bytes).
+        # Read what the app left of the body,
+        # or it would be taken for the next request (at most max_body bytes).
         while body.read(65536):
             pass
     return keep_alive
@@ -434,37 +475,43 @@ def handle_request(server, request, connection):
 def serve_connection(server, connection):
     """Serve the requests a client has sent on a connection, one after another.
 
-    Returns True when the client has asked for everything it wanted so far: the connection stays open, idle. Returns
-    False when the connection is done with; the caller closes it.
+    Returns True when the client has asked for everything it wanted so far: the connection stays
+    open, idle. Returns False when the connection is done with; the caller closes it.
     """
     try:
         while True:
             request = read_request(connection)
             if request is None:
-                return False  # the client closed the connection (or, waiting here, stayed silent too long)
+                # the client closed the connection (or, waiting here, stayed silent too long)
+                return False
             if not handle_request(server, request, connection):
                 if request.keep_alive or connection.request_waiting():
-                    # The client may still be sending: its next request, or a body the app did not read.
+                    # The client may still be sending:
+                    # its next request, or a body the app did not read.
                     close_gently(connection.sock)
                 return False
             if not connection.request_waiting():
                 return True
     except HTTPError as error:
-        # A malformed or stalled request. After an answer we close: we can't tell where the next request would begin.
+        # A malformed or stalled request. After an answer we close:
+        # we can't tell where the next request would begin.
         send_error(connection.sock, error)
         close_gently(connection.sock)
     except OSError:
-        pass  # the client closed or reset the connection, or went silent in the middle of a request body
+        # the client closed or reset the connection, or went silent in the middle of a request body
+        pass
     except Exception:
-        log.exception("error while serving %s:%s", *connection.client_address[:2])  # a bug must not stop the server
+        # a bug must not stop the server
+        log.exception("error while serving %s:%s", *connection.client_address[:2])
     return False
 
 
 def listen(host, port, backlog):
     """A listening socket on host:port (port 0: a free one)."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    # The backlog is how many connections the kernel keeps waiting for accept(); beyond it, clients are refused or
-    # retry later. (create_server also sets SO_REUSEADDR, so a restarted server can bind the port again.)
+    # The backlog is how many connections the kernel keeps waiting for accept(); beyond it, clients
+    # are refused or retry later. (create_server also sets SO_REUSEADDR, so a restarted server can
+    # bind the port again.)
     return socket.create_server((host, port), family=family, backlog=backlog)
 
 
@@ -477,8 +524,9 @@ def accept(listener, timeout):
     except OSError as error:
         log.warning("accept() failed: %s", error)
         if error.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
-            # Out of file descriptors or memory: the connection stays in the backlog, the listening socket stays
-            # ready, and trying again at once would spin. Give the open connections a moment to close.
+            # Out of file descriptors or memory: the connection stays in the backlog, the listening
+            # socket stays ready, and trying again at once would spin. Give the open connections a
+            # moment to close.
             time.sleep(0.1)
         return None
     try:
@@ -499,15 +547,18 @@ def check_options(app, backlog, timeout, max_body):
 
 
 class WSGIServer:
-    """The sequential WSGI server: it accepts a connection, serves it until its client is done, then takes the next.
+    """The sequential WSGI server: it accepts a connection,
+    serves it until its client is done, then takes the next.
 
-    While it serves one client, or waits for that client's next request on a kept-alive connection (up to `timeout`
-    seconds), the other clients wait in the backlog. Lesson 04's gatewaylab.wsgi_pool serves many at once.
+    While it serves one client, or waits for that client's next request on a kept-alive connection
+    (up to `timeout` seconds), the other clients wait in the backlog. Lesson 04's
+    gatewaylab.wsgi_pool serves many at once.
     """
 
     multithread = False  # wsgi.multithread: the app is never called from two threads at once
 
-    def __init__(self, app, host="127.0.0.1", port=8000, *, backlog=1024, timeout=TIMEOUT, max_body=MAX_BODY):
+    def __init__(self, app, host="127.0.0.1", port=8000, *, backlog=1024, timeout=TIMEOUT,
+                 max_body=MAX_BODY):
         check_options(app, backlog, timeout, max_body)
         self.app, self.timeout, self.max_body = app, timeout, max_body
         self.socket = listen(host, port, backlog)
@@ -523,7 +574,8 @@ class WSGIServer:
         self.stopped.clear()
         try:
             while not self.stopping:
-                # Wait for a client, but look up every poll_interval seconds: has shutdown() been called?
+                # Wait for a client, but look up every poll_interval seconds:
+                # has shutdown() been called?
                 if select.select([self.socket], [], [], poll_interval)[0]:
                     connection = accept(self.socket, self.timeout)
                     if connection is not None:
@@ -533,18 +585,21 @@ class WSGIServer:
             self.stopped.set()
 
     def serve_until_done(self, connection, poll_interval=0.5):
-        """Serve a connection's requests, each as it comes, until the client is done, idle too long, or we stop."""
+        """Serve a connection's requests, each as it comes,
+        until the client is done, idle too long, or we stop."""
         self.serving = connection
         try:
-            while serve_connection(self, connection) and self.wait_for_request(connection, poll_interval):
+            while (serve_connection(self, connection)
+                   and self.wait_for_request(connection, poll_interval)):
                 pass
         finally:  # (even on Ctrl-C)
             self.serving = None
             connection.close()
 
     def wait_for_request(self, connection, poll_interval):
-        """Wait until the client of an idle connection sends its next request: True; or False if it stays silent
-        for `timeout` seconds, or the server is stopping (a client waiting on an idle connection expects a close)."""
+        """Wait until the client of an idle connection sends its next request: True; or False if it
+        stays silent for `timeout` seconds, or the server is stopping (a client waiting on an idle
+        connection expects a close)."""
         deadline = time.monotonic() + self.timeout
         while not self.stopping:
             wait = deadline - time.monotonic()
@@ -555,12 +610,13 @@ class WSGIServer:
         return False
 
     def handle_connection(self, sock, client_address):
-        """Serve one connection someone else accepted (lesson 04's forked workers do this) from start to end."""
+        """Serve one connection someone else accepted
+        (lesson 04's forked workers do this) from start to end."""
         self.serve_until_done(Connection(sock, client_address, self.timeout))
 
     def shutdown(self):
-        """Stop serve_forever() and return once it has. A request being served gets `timeout` seconds to finish;
-        then its connection is cut off, so that its next read or write fails."""
+        """Stop serve_forever() and return once it has. A request being served gets `timeout`
+        seconds to finish; then its connection is cut off, so that its next read or write fails."""
         self.stopping = True
         if not self.stopped.wait(self.timeout):
             serving = self.serving
@@ -580,15 +636,17 @@ class WSGIServer:
         self.server_close()
 
 
-def make_server(app, host="127.0.0.1", port=8000, *, backlog=1024, timeout=TIMEOUT, max_body=MAX_BODY):
+def make_server(app, host="127.0.0.1", port=8000, *, backlog=1024, timeout=TIMEOUT,
+                max_body=MAX_BODY):
     """The sequential WSGIServer for `app`, listening on host:port (port 0: a free one); run it with
     .serve_forever(). (Lesson 04's gatewaylab.wsgi_pool.make_server takes threads=N.)"""
     return WSGIServer(app, host, port, backlog=backlog, timeout=timeout, max_body=max_body)
 
-# --- The command line ---------------------------------------------------------------------------------------------
+# --- The command line -----------------------------------------------------------------------------
 
 def load_app(spec):
-    """The object "module:name" names, as gunicorn and uvicorn take it. Raises ValueError with a one-line reason."""
+    """The object "module:name" names, as gunicorn and uvicorn take it.
+    Raises ValueError with a one-line reason."""
     module_name, _, name = spec.partition(":")
     if not module_name or not name:
         raise ValueError(f"expected module:name (for example hello:app), got {spec!r}")
@@ -597,7 +655,8 @@ def load_app(spec):
     try:
         app = importlib.import_module(module_name)
     except Exception as error:
-        raise ValueError(f"cannot import {module_name!r}: {type(error).__name__}: {error}") from None
+        raise ValueError(f"cannot import {module_name!r}: "
+                         f"{type(error).__name__}: {error}") from None
     for part in name.split("."):
         if not hasattr(app, part):
             raise ValueError(f"{module_name!r} has no attribute {name!r}")
@@ -608,6 +667,7 @@ def load_app(spec):
 
 
 if __name__ == "__main__":
-    # The command line serves with lesson 04's server, which builds on this module (and so is not imported by it).
+    # The command line serves with lesson 04's server,
+    # which builds on this module (and so is not imported by it).
     from gatewaylab.wsgi_pool import main
     sys.exit(main())

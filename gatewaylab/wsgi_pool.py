@@ -1,10 +1,12 @@
-"""The course's WSGI server made concurrent (lesson 04): idle connections in a selector, a pool of worker threads.
+"""The course's WSGI server made concurrent (lesson 04):
+idle connections in a selector, a pool of worker threads.
 
     python -m gatewaylab.wsgi module:app --port 8000 --threads 10
 
-Lesson 03's gatewaylab.wsgi serves one connection at a time, from its first request to its last, so one idle
-keep-alive client holds the whole server. This module keeps everything that server does with one request (it imports
-handle_request and serve_connection) and changes only who waits for what:
+Lesson 03's gatewaylab.wsgi serves one connection at a time, from its first request to its last, so
+one idle keep-alive client holds the whole server. This module keeps everything that server does
+with one request (it imports handle_request and serve_connection) and changes only who waits for
+what:
 
     selector: listening socket, idle connections, a wake-up socket
         -> a client sent a request -> served here (threads=1) or by one of `threads` workers
@@ -27,16 +29,18 @@ from gatewaylab.wsgi import TIMEOUT, accept, check_options, listen, load_app, se
 
 
 class IdleConnections:
-    """The open connections that wait for their client's next request, all watched by one selector, so that an idle
-    client holds no thread. Each one is closed once it has been idle for `timeout` seconds.
+    """The open connections that wait for their client's next request, all watched by one selector,
+    so that an idle client holds no thread. Each one is closed once it has been idle for `timeout`
+    seconds.
 
-    A dict keeps insertion order, so the connection idle the longest comes first: the timeouts are checked from the
-    front, and the check stops at the first connection that still has time.
+    A dict keeps insertion order, so the connection idle the longest comes first: the timeouts are
+    checked from the front, and the check stops at the first connection that still has time.
     """
 
     def __init__(self, selector, timeout):
         self.selector, self.timeout = selector, timeout
-        self.since = {}  # idle connection -> time.monotonic() when it became idle, the longest idle first
+        # idle connection -> time.monotonic() when it became idle, the longest idle first
+        self.since = {}
         self.watched = set()  # connections registered with the selector
 
     def __len__(self):
@@ -51,7 +55,8 @@ class IdleConnections:
             self.watched.add(connection)
 
     def busy(self, connection, keep_watching=False):
-        """The connection is being served; the selector stops watching it, unless told to keep watching."""
+        """The connection is being served;
+        the selector stops watching it, unless told to keep watching."""
         self.since.pop(connection, None)
         if connection in self.watched and not keep_watching:
             self.selector.unregister(connection.sock)
@@ -62,13 +67,15 @@ class IdleConnections:
         connection.close()
 
     def wait_time(self, longest):
-        """Seconds until the longest-idle connection times out, at most `longest`: how long select() may wait."""
+        """Seconds until the longest-idle connection times out, at most `longest`:
+        how long select() may wait."""
         for since in self.since.values():
             return max(0.0, min(longest, since + self.timeout - time.monotonic()))
         return longest
 
     def close_expired(self, timeout=None):
-        """Close, without a word (as clients expect), the connections idle for `timeout` seconds or more."""
+        """Close, without a word (as clients expect),
+        the connections idle for `timeout` seconds or more."""
         oldest_allowed = time.monotonic() - (self.timeout if timeout is None else timeout)
         while self.since:
             connection, since = next(iter(self.since.items()))  # the longest idle
@@ -78,8 +85,8 @@ class IdleConnections:
 
 
 class Workers:
-    """A pool of worker threads (threads > 1). A worker serves a connection while its client has requests, then
-    hands it back to the server, to wait among the idle connections."""
+    """A pool of worker threads (threads > 1). A worker serves a connection while its client has
+    requests, then hands it back to the server, to wait among the idle connections."""
 
     def __init__(self, server, threads):
         self.server = server
@@ -102,7 +109,8 @@ class Workers:
             self.give_back(connection, keep)
 
     def give_back(self, connection, keep):
-        """A worker is done with a connection: close it, or hand it to serve_forever() to wait among the idle ones."""
+        """A worker is done with a connection:
+        close it, or hand it to serve_forever() to wait among the idle ones."""
         with self.lock:
             self.busy.discard(connection)
             keep = keep and not self.stopping
@@ -121,7 +129,8 @@ class Workers:
         return done
 
     def stop(self, grace):
-        """Give the busy connections `grace` seconds to finish, then cut them off; wait until every worker is done."""
+        """Give the busy connections `grace` seconds to finish, then cut them off;
+        wait until every worker is done."""
         with self.lock:
             self.stopping = True
             if not self.lock.wait_for(lambda: not self.busy, grace):
@@ -133,22 +142,26 @@ class Workers:
 
 
 class PooledServer:
-    """Listens on a socket and serves its connections: in the serving thread itself (threads=1, the sequential
-    server, which no idle client can hold), or with a pool of `threads` worker threads."""
+    """Listens on a socket and serves its connections: in the serving thread itself (threads=1, the
+    sequential server, which no idle client can hold), or with a pool of `threads` worker
+    threads."""
 
-    def __init__(self, app, host="127.0.0.1", port=8000, *, threads=1, backlog=1024, timeout=TIMEOUT,
-                 max_body=MAX_BODY):
+    def __init__(self, app, host="127.0.0.1", port=8000, *, threads=1, backlog=1024,
+                 timeout=TIMEOUT, max_body=MAX_BODY):
         check_options(app, backlog, timeout, max_body)
         if not (isinstance(threads, int) and threads >= 1):
             raise ValueError(f"threads must be an int >= 1, got {threads!r}")
         self.app, self.threads, self.timeout, self.max_body = app, threads, timeout, max_body
-        self.multithread = threads > 1  # wsgi.multithread: may the app be called from two threads at once?
+        # wsgi.multithread: may the app be called from two threads at once?
+        self.multithread = threads > 1
         self.socket = listen(host, port, backlog)
         self.server_address = self.socket.getsockname()[:2]
-        self.waker, self.wakeup = socket.socketpair()  # a byte on it wakes serve_forever(): see wake()
+        # a byte on it wakes serve_forever(): see wake()
+        self.waker, self.wakeup = socket.socketpair()
         self.waker.setblocking(False)
         self.wakeup.setblocking(False)
-        self.selector = selectors.DefaultSelector()  # epoll on Linux, kqueue on macOS, select on Windows
+        # epoll on Linux, kqueue on macOS, select on Windows
+        self.selector = selectors.DefaultSelector()
         self.selector.register(self.socket, selectors.EVENT_READ)
         self.selector.register(self.wakeup, selectors.EVENT_READ)
         self.idle = IdleConnections(self.selector, timeout)
@@ -159,7 +172,8 @@ class PooledServer:
         self.stopped.set()
 
     def serve_forever(self, poll_interval=0.5):
-        """Serve until shutdown() is called (or Ctrl-C in this thread), then close every connection."""
+        """Serve until shutdown() is called (or Ctrl-C in this thread),
+        then close every connection."""
         self.stopped.clear()
         self.workers = Workers(self, self.threads) if self.threads > 1 else None
         try:
@@ -189,16 +203,18 @@ class PooledServer:
         if connection is None:
             return
         if connection.request_waiting():
-            self.serve(connection)  # most clients send their request at once: no need to wait for it
+            # most clients send their request at once: no need to wait for it
+            self.serve(connection)
         else:
             self.idle.watch(connection)
 
     def serve(self, connection):
-        """Serve a connection whose client has sent something: here (the sequential server), or in a worker."""
+        """Serve a connection whose client has sent something:
+        here (the sequential server), or in a worker."""
         if self.workers is None:
-            # The selector may go on watching it, since nothing else reads meanwhile. Unwatching it and watching it
-            # again costs two system calls a request: with wrk and a hello-world app, 25,000 requests a second
-            # instead of 32,000.
+            # The selector may go on watching it, since nothing else reads meanwhile. Unwatching it
+            # and watching it again costs two system calls a request: with wrk and a hello-world
+            # app, 25,000 requests a second instead of 32,000.
             self.idle.busy(connection, keep_watching=True)
             self.serving, keep = connection, False
             try:
@@ -210,26 +226,31 @@ class PooledServer:
                 else:
                     self.idle.close(connection)
         else:
-            self.idle.busy(connection)  # (a worker reads it now: the selector must not report the same bytes again)
+            # (a worker reads it now: the selector must not report the same bytes again)
+            self.idle.busy(connection)
             self.workers.serve(connection)
 
     def wake(self):
-        """Wake serve_forever() from its select(): to stop, or to watch the connections workers are done with."""
+        """Wake serve_forever() from its select():
+        to stop, or to watch the connections workers are done with."""
         try:
             self.waker.send(b"x")
         except BlockingIOError:
             pass  # the socketpair is full of wake-ups already
 
     def shutdown(self):
-        """Stop serve_forever() and return once it has, with every connection closed and every worker done.
+        """Stop serve_forever() and return once it has,
+        with every connection closed and every worker done.
 
-        Busy connections get `timeout` seconds to finish their response; then they are cut off, so that their next
-        read or write fails. (An app that never touches its connection, say one that sleeps, still runs to its end.)
+        Busy connections get `timeout` seconds to finish their response; then they are cut off, so
+        that their next read or write fails. (An app that never touches its connection, say one that
+        sleeps, still runs to its end.)
         """
         self.stopping = True
         self.wake()
         if not self.stopped.wait(self.timeout):
-            serving = self.serving  # the sequential server's request (the workers' are cut by Workers.stop)
+            # the sequential server's request (the workers' are cut by Workers.stop)
+            serving = self.serving
             if serving is not None:
                 serving.cut()
         self.stopped.wait()
@@ -249,38 +270,49 @@ class PooledServer:
         self.server_close()
 
 
-def make_server(app, host="127.0.0.1", port=8000, *, threads=1, backlog=1024, timeout=TIMEOUT, max_body=MAX_BODY):
-    """A PooledServer for `app` listening on host:port (port 0: a free one); run it with .serve_forever()."""
-    return PooledServer(app, host, port, threads=threads, backlog=backlog, timeout=timeout, max_body=max_body)
+def make_server(app, host="127.0.0.1", port=8000, *, threads=1, backlog=1024, timeout=TIMEOUT,
+                max_body=MAX_BODY):
+    """A PooledServer for `app` listening on host:port (port 0: a free one);
+    run it with .serve_forever()."""
+    return PooledServer(app, host, port, threads=threads, backlog=backlog, timeout=timeout,
+                        max_body=max_body)
 
 
-# --- The command line ---------------------------------------------------------------------------------------------
+# --- The command line -----------------------------------------------------------------------------
 
 def stop_on_signal(signum, frame):
     raise KeyboardInterrupt  # serve_forever() then closes the connections and returns
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m gatewaylab.wsgi", description="Serve a WSGI application.")
+    parser = argparse.ArgumentParser(prog="python -m gatewaylab.wsgi",
+                                     description="Serve a WSGI application.")
     parser.add_argument("app", help="the application, as module:name (for example hello:app)")
-    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
-    parser.add_argument("--port", type=int, default=8000, help="port to listen on (default: 8000; 0: any free port)")
-    parser.add_argument("--threads", type=int, default=1, help="worker threads (default: 1, the sequential server)")
-    parser.add_argument("--backlog", type=int, default=1024, help="connections waiting to be accepted (default: 1024)")
-    parser.add_argument("--timeout", type=float, default=TIMEOUT, help=f"seconds (default: {TIMEOUT:g})")
+    parser.add_argument("--host", default="127.0.0.1",
+                        help="address to listen on (default: 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=8000,
+                        help="port to listen on (default: 8000; 0: any free port)")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="worker threads (default: 1, the sequential server)")
+    parser.add_argument("--backlog", type=int, default=1024,
+                        help="connections waiting to be accepted (default: 1024)")
+    parser.add_argument("--timeout", type=float, default=TIMEOUT,
+                        help=f"seconds (default: {TIMEOUT:g})")
     args = parser.parse_args(argv)
     try:
-        server = make_server(load_app(args.app), args.host, args.port, threads=args.threads, backlog=args.backlog,
-                             timeout=args.timeout)
-    except (ValueError, OSError) as error:  # a bad module:name, a bad option, or a port already in use
+        server = make_server(load_app(args.app), args.host, args.port, threads=args.threads,
+                             backlog=args.backlog, timeout=args.timeout)
+    except (ValueError, OSError) as error:
+        # a bad module:name, a bad option, or a port already in use
         parser.exit(1, f"error: {error}\n")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
-    # Ctrl-C (SIGINT) and SIGTERM both stop the server. SIGINT is set explicitly because a process started in the
-    # background by a shell inherits it as ignored.
+    # Ctrl-C (SIGINT) and SIGTERM both stop the server. SIGINT is set explicitly because a process
+    # started in the background by a shell inherits it as ignored.
     signal.signal(signal.SIGINT, stop_on_signal)
     signal.signal(signal.SIGTERM, stop_on_signal)
     host, port = server.server_address
-    print(f"Serving {args.app} on http://{host}:{port} with {args.threads} thread(s); Ctrl-C to stop", flush=True)
+    print(f"Serving {args.app} on http://{host}:{port} with {args.threads} thread(s); "
+          "Ctrl-C to stop", flush=True)
     try:
         server.serve_forever()
     except KeyboardInterrupt:

@@ -138,3 +138,39 @@ def test_the_comparison_notices_a_difference():
     package = definitions("def f(x):\n    return x + 1\n")
     assert definitions("def f(x):\n    return x + 2\n") != package
     assert definitions("def f(x):\n    return x + 1\n") == package
+
+
+# JupyterLab at 1280 px, with the file browser open, shows about 105 characters of a code cell; longer lines scroll
+# sideways. Lesson code stays within this many.
+LINE_LIMIT = 100
+LONG_LINES_PENDING = {
+    "02_wsgi_the_interface.ipynb": "TODO: lesson 02 still has two code lines over 100 characters",
+    "04_wsgi_and_concurrency.ipynb": "TODO: lesson 04 is reflowed with gatewaylab/wsgi_pool.py",
+}
+
+
+def long_lines(cells: list[dict]) -> list[str]:
+    """'cell N, line M: K characters' for every code line longer than LINE_LIMIT (cells and lines from 1)."""
+    found = []
+    for number, cell in enumerate(cells, 1):
+        if cell["cell_type"] == "code":
+            source = "".join(cell["source"]) if isinstance(cell["source"], list) else cell["source"]
+            found += [f"cell {number}, line {line_number}: {len(line)} characters"
+                      for line_number, line in enumerate(source.split("\n"), 1) if len(line) > LINE_LIMIT]
+    return found
+
+
+@pytest.mark.parametrize("notebook", [
+    pytest.param(path.name, marks=pytest.mark.xfail(strict=False, reason=LONG_LINES_PENDING[path.name]))
+    if path.name in LONG_LINES_PENDING else path.name
+    for path in sorted((ROOT / "notebooks").glob("*.ipynb"))])
+def test_code_cells_fit_a_laptop_screen(notebook):
+    found = long_lines(json.loads((ROOT / "notebooks" / notebook).read_text())["cells"])
+    assert not found, f"{notebook} has code lines over {LINE_LIMIT} characters: " + "; ".join(found)
+
+
+def test_a_long_line_is_noticed():
+    cells = [{"cell_type": "markdown", "source": "x" * 200},
+             {"cell_type": "code", "source": ["x = 1\n", "y = '" + "y" * 94 + "'\n", "z = 0"]},
+             {"cell_type": "code", "source": "ok = 1\n" + "z = '" + "z" * 95 + "'"}]
+    assert long_lines(cells) == ["cell 3, line 2: 101 characters"]
