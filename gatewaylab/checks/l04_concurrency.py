@@ -421,7 +421,7 @@ def _(answer):
 
 @predict_wall_time.case("your predictions match real servers (measured now)", timeout=15.0)
 def _(answer):
-    servers = {"sequential": dict(server="gatewaylab", threads=1), "threaded": dict(server="wsgiref-threaded"),
+    servers = {"sequential": dict(server="gatewaylab-sequential"), "threaded": dict(server="wsgiref-threaded"),
                "pool": dict(server="gatewaylab", threads=3)}
     delay = 0.25
     for kind, clients, pool in [("sequential", 4, None), ("threaded", 6, None), ("pool", 7, 3)]:
