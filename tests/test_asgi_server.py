@@ -3,7 +3,6 @@ a real Starlette app, and the malformed requests the WSGI server's tests send.""
 
 import asyncio
 import contextlib
-import json
 import logging
 import os
 import signal
@@ -17,13 +16,12 @@ from pathlib import Path
 import httpx
 import pytest
 from starlette.applications import Starlette
-from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, StreamingResponse
 from starlette.routing import Route
 
 from gatewaylab.asgi import ASGIServer, StartupFailed
-from gatewaylab.probe import Connection
-from test_wsgi_server import MALFORMED, read_until_close, request
+# The WSGI server's tests' raw requests and helpers (which need only server.server_address)
+from test_wsgi_server import MALFORMED, connect, exchange, read_until_close, request, url
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -41,25 +39,6 @@ def running(app, **options):
         server.shutdown()
         assert not server.thread.is_alive() and server.socket.fileno() == -1
         assert set(threading.enumerate()) <= threads_before
-
-
-def url(server, path="/"):
-    host, port = server.server_address
-    return f"http://{host}:{port}{path}"
-
-
-def connect(server, timeout=5.0):
-    """A raw connection that reads responses strictly (h11), with a deadline so that no test can hang."""
-    return Connection(server.server_address, time.monotonic() + timeout)
-
-
-def exchange(server, raw, method="GET"):
-    connection = connect(server)
-    try:
-        connection.send(raw)
-        return connection.read_response(method)
-    finally:
-        connection.close()
 
 
 async def hello_app(scope, receive, send):
@@ -279,9 +258,9 @@ BODY = {"type": "http.response.body", "body": b"x"}
     ([{**START, "status": 100}], ValueError, "an int from 200 to 599"),
     ([{**START, "status": 600}], ValueError, "an int from 200 to 599"),
     ([{**START, "status": True}], ValueError, "an int from 200 to 599"),
-    ([{**START, "headers": [("content-type", "text/plain")]}], ValueError, "pair of byte strings"),
-    ([{**START, "headers": [(b"a", b"b", b"c")]}], ValueError, "pair of byte strings"),
-    ([{**START, "headers": [b"ab"]}], ValueError, "pair of byte strings"),
+    ([{**START, "headers": [("content-type", "text/plain")]}], ValueError, "pair of bytes"),
+    ([{**START, "headers": [(b"a", b"b", b"c")]}], ValueError, "pair of bytes"),
+    ([{**START, "headers": [b"ab"]}], ValueError, "pair of bytes"),
     ([{**START, "headers": 5}], ValueError, "iterable"),
     ([{**START, "headers": [(b"x-bad", b"a\r\nb")]}], ValueError, "invalid value"),
     ([{**START, "headers": [(b"bad name", b"1")]}], ValueError, "invalid header name"),
@@ -447,33 +426,24 @@ def test_send_waits_for_a_client_that_stops_reading():
 
 # --- connections ----------------------------------------------------------------------------------------
 
-def test_keep_alive_until_connection_close():
+def test_keep_alive_follows_the_version_and_the_connection_header():
+    cases = [  # (request, the response's Connection header, whether the connection stays open)
+        (request(), None, True),
+        (request(headers=[("Connection", "close")]), "close", False),
+        (b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n", "keep-alive", True),
+        (b"GET / HTTP/1.0\r\n\r\n", "close", False),
+    ]
     with running(hello_app) as server:
-        connection = connect(server)
-        try:
-            for _ in range(3):
-                connection.send(request())
-                reply = connection.read_response()
-                assert reply.body == b"hello" and reply.keep_alive and "connection" not in reply.headers
-            connection.send(request(headers=[("Connection", "close")]))
-            last = connection.read_response()
-            assert last.headers["connection"] == "close" and connection.closes_within(2.0)
-        finally:
-            connection.close()
-
-
-def test_http10_closes_unless_asked_to_keep_alive():
-    with running(hello_app) as server:
-        connection = connect(server)
-        try:
-            connection.send(b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
-            kept = connection.read_response()
-            assert kept.headers["connection"] == "keep-alive" and kept.headers["content-length"] == "5"
-            connection.send(b"GET / HTTP/1.0\r\n\r\n")
-            connection.read_response()
-            assert connection.closes_within(2.0)
-        finally:
-            connection.close()
+        for raw, header, stays in cases:
+            connection = connect(server)
+            try:
+                for _ in range(3 if stays else 1):
+                    connection.send(raw)
+                    reply = connection.read_response()
+                    assert reply.body == b"hello" and reply.headers.get("connection") == header, raw
+                assert connection.closes_within(0.2 if stays else 2.0) is not stays, raw
+            finally:
+                connection.close()
 
 
 def test_pipelined_requests_are_answered_in_order_with_their_bodies():
@@ -500,19 +470,23 @@ def test_a_body_the_app_did_not_read_is_skipped_before_the_next_request():
     assert received.count(b"HTTP/1.1 200 OK") == 3 and b"400" not in received
 
 
+def answer_and_close(server, raw):
+    """Send `raw` on a new connection: the response, and whether the server closed after it."""
+    connection = connect(server)
+    try:
+        connection.send(raw)
+        reply = connection.read_response("POST" if raw.startswith(b"POST") else "GET")
+        return reply, connection.closes_within(2.0)
+    finally:
+        connection.close()
+
+
 @pytest.mark.parametrize("name", MALFORMED)
 def test_malformed_requests_get_the_wsgi_servers_status_then_a_close(name):
     raw, status = MALFORMED[name]
-    with running(echo_app, max_body=1000) as server:
-        connection = connect(server)
-        try:
-            connection.send(raw)
-            reply = connection.read_response("POST" if raw.startswith(b"POST") else "GET")
-            closed = connection.closes_within(2.0)
-        finally:
-            connection.close()
-        assert reply.status == status, reply
-        assert reply.headers["connection"] == "close" and closed
+    with running(echo_app, max_body=1000) as server:  # (it reads the body: a chunked one can fail)
+        reply, closed = answer_and_close(server, raw)
+        assert (reply.status, reply.headers["connection"], closed) == (status, "close", True), reply
         assert reply.headers["date"].endswith(" GMT")
         assert httpx.get(url(server)).status_code == 200  # and the server goes on serving
 
@@ -520,14 +494,9 @@ def test_malformed_requests_get_the_wsgi_servers_status_then_a_close(name):
 def test_content_length_with_transfer_encoding_is_refused_before_the_app_runs():
     record = []
     with running(recorder_app(record)) as server:
-        connection = connect(server)
-        try:
-            connection.send(MALFORMED["CL and TE"][0] + request())  # a smuggled request would follow
-            reply = connection.read_response("POST")
-            assert reply.status == 400 and connection.closes_within(2.0)
-        finally:
-            connection.close()
-    assert record == []
+        # (a request smuggled in the body would follow)
+        reply, closed = answer_and_close(server, MALFORMED["CL and TE"][0] + request())
+    assert reply.status == 400 and closed and record == []
 
 
 def test_a_request_head_stalled_half_way_gets_408_and_an_idle_connection_is_closed_silently():
@@ -632,7 +601,7 @@ def test_an_app_that_raises_on_the_lifespan_scope(mode, serves, caplog):
         return
     with running(hello_app, lifespan=mode) as server:
         assert httpx.get(url(server)).text == "hello"
-    assert ("serving it without lifespan" in caplog.text) == (mode == "auto")
+    assert ("serving without lifespan" in caplog.text) == (mode == "auto")
     assert "Traceback" not in caplog.text
 
 
@@ -719,46 +688,56 @@ def test_bad_arguments_are_refused_clearly():
 
 # --- the command line -----------------------------------------------------------------------------------
 
-def start_cli(tmp_path, *args, startup="lifespan.startup.complete"):
-    (tmp_path / "cli_app.py").write_text(
-        "async def app(scope, receive, send):\n"
-        "    if scope['type'] == 'lifespan':\n"
-        "        while (await receive())['type'] == 'lifespan.startup':\n"
-        f"            await send({{'type': {startup!r}, 'message': 'no database'}})\n"
-        "        await send({'type': 'lifespan.shutdown.complete'})\n"
-        "        return\n"
-        "    await send({'type': 'http.response.start', 'status': 200})\n"
-        "    await send({'type': 'http.response.body', 'body': b'from the command line'})\n")
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    return subprocess.Popen([sys.executable, "-m", "gatewaylab.asgi", *args], cwd=tmp_path, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+CLI_APP = """
+async def app(scope, receive, send):
+    if scope['type'] == 'lifespan':
+        while (await receive())['type'] == 'lifespan.startup':
+            await send({'type': STARTUP, 'message': 'no database'})
+        await send({'type': 'lifespan.shutdown.complete'})
+    else:
+        await send({'type': 'http.response.start', 'status': 200})
+        await send({'type': 'http.response.body', 'body': b'from the command line'})
+"""
 
 
-@pytest.mark.parametrize("stop_signal", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
-def test_cli_serves_and_stops_cleanly_on_a_signal(tmp_path, stop_signal):
-    process = start_cli(tmp_path, "cli_app:app", "--port", "0")
-    try:
-        banner = process.stdout.readline()
-        assert "http://127.0.0.1:" in banner
-        address = banner.split("http://")[1].split(";")[0]
-        assert httpx.get(f"http://{address}/").text == "from the command line"
-        process.send_signal(stop_signal)
-        assert process.wait(10) == 0
-    finally:
+@pytest.fixture
+def cli(tmp_path):
+    """Start `python -m gatewaylab.asgi` in a folder with cli_app.py; every process is ended after."""
+    processes = []
+
+    def start(*args, startup="lifespan.startup.complete"):
+        (tmp_path / "cli_app.py").write_text(f"STARTUP = {startup!r}\n{CLI_APP}")
+        processes.append(subprocess.Popen(
+            [sys.executable, "-m", "gatewaylab.asgi", *args], cwd=tmp_path, text=True,
+            env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=subprocess.PIPE, stderr=subprocess.PIPE))
+        return processes[-1]
+
+    yield start
+    for process in processes:
         process.kill()
         process.communicate()
 
 
-def test_cli_exits_non_zero_when_lifespan_startup_fails(tmp_path):
-    process = start_cli(tmp_path, "cli_app:app", "--port", "0", startup="lifespan.startup.failed")
+@pytest.mark.parametrize("stop_signal", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_cli_serves_and_stops_gracefully_on_a_signal(cli, stop_signal):
+    process = cli("cli_app:app", "--port", "0", "--lifespan", "on")
+    banner = process.stdout.readline()  # printed once startup is complete
+    address = banner.split("http://")[1].split(";")[0]
+    assert address.startswith("127.0.0.1:")  # not every interface unless told
+    assert httpx.get(f"http://{address}/").text == "from the command line"
+    process.send_signal(stop_signal)
+    assert process.wait(10) == 0 and process.stdout.read() == "Stopped.\n"
+
+
+def test_cli_exits_non_zero_when_lifespan_startup_fails(cli):
+    process = cli("cli_app:app", "--port", "0", startup="lifespan.startup.failed")
     out, err = process.communicate(timeout=20)
     assert process.returncode == 1 and "no database" in err and "Serving" not in out
 
 
 @pytest.mark.parametrize("spec, message", [("cli_app:missing", "has no attribute"),
                                            ("no_such_module:app", "cannot import")])
-def test_cli_gives_a_one_line_error_for_a_bad_app(tmp_path, spec, message):
-    process = start_cli(tmp_path, spec, "--port", "0")
-    out, err = process.communicate(timeout=20)
-    assert process.returncode == 1
-    assert message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+def test_cli_gives_a_one_line_error_for_an_app_it_cannot_load(cli, spec, message):
+    process = cli(spec, "--port", "0")
+    err = process.communicate(timeout=20)[1]
+    assert process.returncode == 1 and message in err and len(err.strip().splitlines()) == 1
