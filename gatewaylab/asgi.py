@@ -407,9 +407,13 @@ class Connection:
 
     async def serve(self):
         """Serve the requests in order (pipelined ones too) until one ends the connection."""
-        server = self.server
+        server, linger = self.server, True
         try:
-            while (request := await self.next_request()) is not None:
+            while True:
+                request = await self.next_request()
+                if request is None:
+                    linger = False  # every request was answered: nothing to protect at the close
+                    break
                 upgrade = server.upgrade(request)
                 if upgrade is not None:
                     return await upgrade(self, request)
@@ -418,6 +422,9 @@ class Connection:
                                    server.state)
                 if not await exchange.run(server.app, scope):
                     break
+        except asyncio.CancelledError:
+            linger = False  # cut off by stop()
+            raise
         except HTTPError as error:
             # A malformed or stalled request: answer, then close (where would the next one begin?)
             await self.write_quietly(with_date(error_response(error)))
@@ -426,14 +433,14 @@ class Connection:
         except Exception:  # a bug of the server's must not stop it
             log.exception("error while serving %s:%s", *self.client_address)
         finally:
-            await self.close()
+            await self.close(linger)
 
-    async def close(self):
+    async def close(self, linger):
         """Close without destroying an answer the client has not read yet: closing with its
         bytes unread sends a reset (RFC 9112 9.6). So: end our side, drop what comes for a
-        moment, then close."""
+        moment, then close (with `linger`)."""
         try:
-            if self.writer.can_write_eof() and not self.writer.is_closing():
+            if linger and self.writer.can_write_eof() and not self.writer.is_closing():
                 self.writer.write_eof()
                 async with asyncio.timeout(0.5):
                     while await self.reader.read(PIECE):

@@ -499,6 +499,18 @@ def test_content_length_with_transfer_encoding_is_refused_before_the_app_runs():
     assert reply.status == 400 and closed and record == []
 
 
+def test_a_request_trickled_a_byte_at_a_time_after_empty_lines_is_served():
+    raw = b"\r\n\r\n" + request("POST", "/", [("Transfer-Encoding", "chunked"), ("Connection", "close")],
+                                b"3;ext=1\r\nabc\r\n2\r\nde\r\n0\r\nX-Trailer: 1\r\n\r\n")
+    with running(echo_app) as server, socket.create_connection(server.server_address, timeout=5) as sock:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        for byte in raw:
+            sock.send(bytes([byte]))
+            time.sleep(0.001)  # (pacing, so that the bytes arrive apart)
+        received = read_until_close(sock)
+    assert received.startswith(b"HTTP/1.1 200 OK\r\n") and received.endswith(b"\r\n\r\nabcde")
+
+
 def test_a_request_head_stalled_half_way_gets_408_and_an_idle_connection_is_closed_silently():
     with running(hello_app, timeout=0.3) as server:
         with socket.create_connection(server.server_address, timeout=5) as sock:
