@@ -341,7 +341,7 @@ class Exchange:
         if self.framing.limit is not None and self.sent < self.framing.limit:
             return False  # shorter than its Content-Length: only the close ends it
         if self.continue_due:
-            return False  # no 100 Continue: the client may never send the body (RFC 9110 10.1.1)
+            return False  # no 100 Continue sent: close, not drain (one of RFC 9110 10.1.1's ways)
         try:
             async with self.reading:  # what the app left of the body would pass for a request
                 while await self.body.read():
