@@ -20,7 +20,7 @@ import flask
 import httpx
 import pytest
 
-from gatewaylab.probe import Connection
+from gatewaylab.wire import Connection
 from gatewaylab import wsgi_pool
 from gatewaylab.wsgi import ClientDisconnected, InputStream, WSGIServer, load_app, make_server
 

@@ -16,6 +16,7 @@ import h11
 from gatewaylab import http1
 from gatewaylab.grading import CaseFailed, Exercise, expect_equal
 from gatewaylab.servers import serve_asgi, serve_socket, serve_wsgi
+from gatewaylab.wire import Connection
 
 SOCKET_TIMEOUT = 2.0  # seconds a case waits for bytes before deciding they will never come
 
@@ -40,51 +41,27 @@ async def _echo_app(scope, receive, send):
 
 
 class _ResponseReader:
-    """Reads the responses arriving on one connection with h11, the strict parser httpx uses.
-
-    One h11 connection serves the whole socket, so bytes of a next response that arrive early are kept for it.
-    """
+    """Reads the responses arriving on one connection with the course's strict client (gatewaylab.wire, h11), and
+    turns what goes wrong into advice for the learner."""
 
     def __init__(self, sock, silence_advice: str):
-        self.sock = sock
+        self.connection = Connection.around(sock, deadline=0.0)
         self.silence_advice = silence_advice  # what to tell the learner when no complete response arrives
-        self.client = h11.Connection(h11.CLIENT)
 
     def read(self, what: str) -> tuple[int, dict, bytes]:
         """The next response: (status, headers with lower-case names, body)."""
-        if self.client.our_state is h11.DONE and self.client.their_state is h11.DONE:
-            self.client.start_next_cycle()
-        # h11 reads a response only after a request went out through it; this one just sets its state.
-        self.client.send(h11.Request(method="GET", target="/", headers=[("Host", "check")]))
-        self.client.send(h11.EndOfMessage())
-        status, headers, body = None, {}, b""
-        while True:
-            try:
-                event = self.client.next_event()
-            except h11.RemoteProtocolError as error:
-                raise CaseFailed(f"{what}: the response is not valid HTTP/1.1 ({error})") from None
-            if event is h11.NEED_DATA:
-                self.client.receive_data(self._receive(what, answered=status is not None))
-            elif isinstance(event, h11.Response):
-                status = event.status_code
-                headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in event.headers}
-            elif isinstance(event, h11.Data):
-                body += event.data
-            elif isinstance(event, (h11.EndOfMessage, h11.ConnectionClosed)):
-                return status, headers, body
-
-    def _receive(self, what: str, answered: bool) -> bytes:
+        self.connection.deadline = time.monotonic() + SOCKET_TIMEOUT
         try:
-            data = self.sock.recv(65536)
+            reply = self.connection.read_response()
+        except h11.RemoteProtocolError as error:
+            raise CaseFailed(f"{what}: the response is not valid HTTP/1.1 ({error})") from None
         except TimeoutError:
             raise CaseFailed(f"{what}: no complete response within {SOCKET_TIMEOUT:g} s ({self.silence_advice})") \
                 from None
-        except ConnectionResetError:
-            data = b""
-        if not data and not answered:
+        except ConnectionError:
             raise CaseFailed(f"{what}: the connection was closed without a response (did your server stop after the "
-                             "first request on this connection, or crash?)")
-        return data
+                             "first request on this connection, or crash?)") from None
+        return reply.status, reply.headers, reply.body
 
 
 def _lines_end_with_crlf(raw: bytes) -> None:
