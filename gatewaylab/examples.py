@@ -1,10 +1,11 @@
 """Lesson 04's example apps, and a small pre-fork server to serve them with worker processes.
 
-A function defined in a notebook cell exists only inside that kernel: another process cannot import it. An app that
-runs in other processes must live in a module, like these:
+A function defined in a notebook cell exists only inside that kernel: another process cannot import
+it. An app that runs in other processes must live in a module, like these:
 
     python -m gatewaylab.wsgi gatewaylab.examples:cpu_app --threads 4 --port 8000
-    python -m gatewaylab.examples gatewaylab.examples:cpu_app --workers 2 --port 8000   # pre-fork, Unix only
+    python -m gatewaylab.examples gatewaylab.examples:cpu_app --workers 2 --port 8000
+    (pre-fork, Unix only)
 """
 import argparse
 import os
@@ -15,14 +16,16 @@ from urllib.parse import parse_qs
 
 from gatewaylab.wsgi import load_app, make_server
 
-MAX_CPU_MS = 1000  # the most CPU time one request may ask for, so a typo cannot tie up a worker for minutes
+# the most CPU time one request may ask for, so a typo cannot tie up a worker for minutes
+MAX_CPU_MS = 1000
 
 
 def burn_cpu(seconds):
-    """Compute in pure Python until this thread has used `seconds` of CPU time; return the loops it did.
+    """Compute in pure Python until this thread has used `seconds` of CPU time;
+    return the loops it did.
 
-    The measure is the thread's own CPU time, not the clock: a thread waiting for the GIL uses no CPU, so every
-    request does the same amount of work however many threads share the interpreter.
+    The measure is the thread's own CPU time, not the clock: a thread waiting for the GIL uses no
+    CPU, so every request does the same amount of work however many threads share the interpreter.
     """
     deadline = time.thread_time() + seconds
     loops = 0
@@ -50,20 +53,26 @@ def cpu_app(environ, start_response):
 
 
 def work(server, parent):
-    """A worker's life: accept a connection on the listening socket it shares with its siblings, serve it, repeat."""
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # the parent stops a worker with SIGTERM: end at once
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole process group; the parent handles it
+    """A worker's life: accept a connection on the listening socket it shares with its siblings,
+    serve it, repeat."""
+    # the parent stops a worker with SIGTERM: end at once
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    # Ctrl-C reaches the whole process group; the parent handles it
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     server.socket.settimeout(1.0)  # wake up now and then to notice that the parent has gone
     while os.getppid() == parent:  # an orphaned worker must not keep the port busy
         try:
-            conn, address = server.socket.accept()  # the kernel hands each connection to one waiting worker
-        except (TimeoutError, BlockingIOError, ConnectionAbortedError):  # (or the client gave up while queued)
+            # the kernel hands each connection to one waiting worker
+            conn, address = server.socket.accept()
+        # (or the client gave up while queued)
+        except (TimeoutError, BlockingIOError, ConnectionAbortedError):
             continue
         server.handle_connection(conn, address)  # lesson 03's code: every request of one connection
 
 
 def stop_on_signal(signum, frame):
-    raise KeyboardInterrupt  # SIGTERM stops the parent the way Ctrl-C does, and its `finally` stops the workers
+    # SIGTERM stops the parent the way Ctrl-C does, and its `finally` stops the workers
+    raise KeyboardInterrupt
 
 
 def start_workers(server, count, children):
@@ -90,7 +99,8 @@ def stop_workers(children):
 
 
 def serve_prefork(app, host="127.0.0.1", port=8000, workers=2):
-    """Open the listening socket, fork `workers` processes that accept on it, wait until stopped (Unix only)."""
+    """Open the listening socket, fork `workers` processes that accept on it,
+    wait until stopped (Unix only)."""
     if not hasattr(os, "fork"):
         raise RuntimeError("pre-fork needs os.fork, which this system (Windows?) does not have")
     if not (isinstance(workers, int) and workers >= 1):
@@ -108,10 +118,13 @@ def serve_prefork(app, host="127.0.0.1", port=8000, workers=2):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m gatewaylab.examples",
-                                     description="Serve a WSGI app with pre-forked worker processes.")
-    parser.add_argument("app", help="the application, as module:name (for example gatewaylab.examples:cpu_app)")
-    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
+    parser = argparse.ArgumentParser(
+        prog="python -m gatewaylab.examples",
+        description="Serve a WSGI app with pre-forked worker processes.")
+    parser.add_argument("app", help="the application, as module:name "
+                                    "(for example gatewaylab.examples:cpu_app)")
+    parser.add_argument("--host", default="127.0.0.1",
+                        help="address to listen on (default: 127.0.0.1)")
     parser.add_argument("--port", type=int, default=8000, help="port to listen on (default: 8000)")
     parser.add_argument("--workers", type=int, default=2, help="worker processes (default: 2)")
     args = parser.parse_args(argv)
@@ -119,12 +132,14 @@ def main(argv=None):
         app = load_app(args.app)
     except ValueError as error:
         parser.exit(1, f"error: {error}\n")
-    print(f"Serving {args.app} on http://{args.host}:{args.port} with {args.workers} processes", flush=True)
+    print(f"Serving {args.app} on http://{args.host}:{args.port} with {args.workers} processes",
+          flush=True)
     try:
         serve_prefork(app, args.host, args.port, args.workers)
     except KeyboardInterrupt:
         print("Stopped.", flush=True)
-    except (ValueError, RuntimeError, OSError) as error:  # bad --workers, no fork, or the port is taken
+    # bad --workers, no fork, or the port is taken
+    except (ValueError, RuntimeError, OSError) as error:
         parser.exit(1, f"error: {error}\n")
     return 0
 

@@ -143,10 +143,6 @@ def test_the_comparison_notices_a_difference():
 # JupyterLab at 1280 px, with the file browser open, shows about 105 characters of a code cell; longer lines scroll
 # sideways. Lesson code stays within this many.
 LINE_LIMIT = 100
-LONG_LINES_PENDING = {
-    "02_wsgi_the_interface.ipynb": "TODO: lesson 02 still has two code lines over 100 characters",
-    "04_wsgi_and_concurrency.ipynb": "TODO: lesson 04 is reflowed with gatewaylab/wsgi_pool.py",
-}
 
 
 def long_lines(cells: list[dict]) -> list[str]:
@@ -160,10 +156,7 @@ def long_lines(cells: list[dict]) -> list[str]:
     return found
 
 
-@pytest.mark.parametrize("notebook", [
-    pytest.param(path.name, marks=pytest.mark.xfail(strict=False, reason=LONG_LINES_PENDING[path.name]))
-    if path.name in LONG_LINES_PENDING else path.name
-    for path in sorted((ROOT / "notebooks").glob("*.ipynb"))])
+@pytest.mark.parametrize("notebook", [path.name for path in sorted((ROOT / "notebooks").glob("*.ipynb"))])
 def test_code_cells_fit_a_laptop_screen(notebook):
     found = long_lines(json.loads((ROOT / "notebooks" / notebook).read_text())["cells"])
     assert not found, f"{notebook} has code lines over {LINE_LIMIT} characters: " + "; ".join(found)
