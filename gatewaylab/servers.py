@@ -246,16 +246,21 @@ def serve_wsgi(app, name: str = "wsgi", *, server: str = "wsgiref", threads: int
 
 # --- ASGI -------------------------------------------------------------------------------------------------------------
 
-def serve_asgi(app, name: str = "asgi", *, host: str = LOCALHOST, port: int = 0, lifespan: str = "auto",
-               **uvicorn_config) -> RunningServer:
-    """Serve an ASGI app with uvicorn in a background thread running its own event loop.
+def serve_asgi(app, name: str = "asgi", *, server: str = "uvicorn", host: str = LOCALHOST, port: int = 0,
+               lifespan: str = "auto", **uvicorn_config) -> RunningServer:
+    """Serve an ASGI app in a background thread running its own event loop.
 
-    Extra keyword arguments go to uvicorn.Config (for example `timeout_keep_alive=1`).
+    server: "uvicorn", or "gatewaylab" (the course's own ASGI server, gatewaylab.asgi). Extra keyword arguments go to
+    uvicorn.Config (for example `timeout_keep_alive=1`).
     """
-    import uvicorn
-
     if not callable(app):
         raise TypeError(f"serve_asgi needs an ASGI app (an async callable taking scope, receive, send), not {app!r}")
+    if server == "gatewaylab":
+        return _serve_course_asgi(app, name, host, port, lifespan, uvicorn_config)
+    if server != "uvicorn":
+        raise ValueError(f"server must be 'uvicorn' or 'gatewaylab', not {server!r}")
+    import uvicorn
+
     stop(name)
     uvicorn_config.setdefault("log_level", "warning")
     # Without a limit, stopping waits for every open request, so a stream that never ends would block stop() forever.
@@ -283,6 +288,21 @@ def serve_asgi(app, name: str = "asgi", *, host: str = LOCALHOST, port: int = 0,
                 " (did the app's lifespan startup fail? uvicorn logs the reason above)"
             raise RuntimeError(f"ASGI server {name!r} did not start{reason}")
         time.sleep(0.01)
+    return _register(running_server)
+
+
+def _serve_course_asgi(app, name, host, port, lifespan, options) -> RunningServer:
+    from gatewaylab.asgi import ASGIServer
+
+    unknown = set(options) - {"backlog", "log_level"}
+    if unknown:
+        raise TypeError(f"the course's ASGI server takes no {', '.join(sorted(unknown))} (those are uvicorn options)")
+    stop(name)
+    # start() returns once the server serves; a failed lifespan startup raises here and leaves no thread behind.
+    asgi_server = ASGIServer(app, host, port, lifespan=lifespan, backlog=options.get("backlog", 1024)).start()
+    bound_host, bound_port = asgi_server.server_address[:2]
+    running_server = RunningServer(name, "gatewaylab", bound_host, bound_port, asgi_server.shutdown,
+                                   thread=asgi_server.thread)
     return _register(running_server)
 
 

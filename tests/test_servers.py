@@ -211,3 +211,17 @@ def test_rerunning_a_server_cell_20_times_and_restarting_the_kernel_leaves_nothi
 def test_the_sequential_server_takes_no_threads():
     with pytest.raises(ValueError, match="no threads"):
         servers.serve_wsgi(hello_wsgi, name="t", server="gatewaylab-sequential", threads=4)
+
+
+def test_the_course_asgi_server_serves_and_stops():
+    server = servers.serve_asgi(hello_asgi, name="t", server="gatewaylab")
+    assert server.kind == "gatewaylab"
+    assert httpx.get(server.url).text == "hello from asgi"
+    again = servers.serve_asgi(hello_asgi, name="t", server="gatewaylab")  # the same name: the old one stops first
+    assert not server.running and httpx.get(again.url).text == "hello from asgi"
+    again.stop()
+    assert port_is_free(again.port) and servers.running() == {}
+    with pytest.raises(TypeError, match="uvicorn options"):
+        servers.serve_asgi(hello_asgi, name="t", server="gatewaylab", timeout_keep_alive=1)
+    with pytest.raises(ValueError, match="server must be"):
+        servers.serve_asgi(hello_asgi, name="t", server="hypercorn")
