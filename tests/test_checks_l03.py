@@ -1,22 +1,27 @@
-"""Lesson 03's checks, both ways: the notebook's reference answers pass, the stubs are "not solved", and wrong answers
-(the mistakes learners make with environ, start_response, the body and the server loop) fail with a message that says
-what to fix. Also tests the check's own tools: the strict responder, the response parser, and the clean-up.
+"""Lesson 03's checks, both ways: the notebook's reference answers pass, and so do the lesson's own definitions (the
+exercises ask for the lesson's pieces, under its names and signatures); the stubs are "not solved"; and wrong answers
+(the mistakes learners make with the environ, start_response, the framing, the body and the server loop) fail with a
+message that says what to fix. Also tests the check's own tools: the response parser, the wire, the learner's
+server and the clean-up.
 
-Exercise 03.4's server uses the answers of 03.1 to 03.3, so answers are defined here the way a kernel runs the
+Exercise 03.4's handle_request uses the answers of 03.1 to 03.3, so answers are defined here the way a kernel runs the
 notebook: the setup cell, then every answer cell in order, each with the mistakes a test puts in."""
 
+import inspect
 import threading
 import time
 
 import pytest
 
-from gatewaylab import servers
+from gatewaylab import servers, wsgi
+from gatewaylab.build import stub_source
 from gatewaylab.checks import l03_server
-from gatewaylab.grading import CaseFailed, get_exercise, run_check
+from gatewaylab.grading import CaseFailed, _run_case, get_exercise, run_check
 from solution_answers import SolutionNotebook, failure_messages
 
 NOTEBOOK = SolutionNotebook("03_build_a_wsgi_server.ipynb")
-EXERCISES = {"03.1": "make_environ", "03.2": "Responder", "03.3": "send_body", "03.4": "serve"}
+EXERCISES = {"03.1": "make_environ", "03.2": "Response", "03.3": "run_app", "03.4": "serve_connection"}
+ANSWERS = ["make_environ", "Response", "run_app", "handle_request", "serve_connection"]
 pytestmark = pytest.mark.xdist_group("l03-checks")  # the server cases time things: keep them off each other's cores
 
 
@@ -43,11 +48,24 @@ def messages(exercise_id: str, name: str, *replacements: tuple[str, str]) -> str
     return failure_messages(run_check(exercise_id, answer(name, *replacements)))
 
 
+def case_message(exercise_id: str, part: str, solution) -> str:
+    """The message of the one case whose name contains ``part``, run with its time limit as run_check runs it; the
+    case must fail."""
+    exercise = get_exercise(exercise_id)
+    case = next(case for case in exercise.cases if part in case.name)
+    result = _run_case(exercise, case, solution)
+    assert not result.passed, f"{case.name} passed"
+    return result.message
+
+
 # --- every exercise -----------------------------------------------------------------------------------------------
 
-def test_the_notebook_has_the_four_exercises():
+def test_the_notebook_asks_for_the_lessons_pieces_under_their_names_and_signatures():
     assert NOTEBOOK.exercises == EXERCISES
-    assert list(NOTEBOOK.answers) == list(EXERCISES.values())  # in the order serve depends on them
+    assert list(NOTEBOOK.answers) == ANSWERS  # in the order handle_request depends on them
+    namespace = kernel()
+    for name in ANSWERS:
+        assert inspect.signature(namespace[name]) == inspect.signature(getattr(wsgi, name)), name
 
 
 @pytest.mark.parametrize("exercise_id, name", EXERCISES.items())
@@ -55,6 +73,13 @@ def test_reference_answer_passes(exercise_id, name):
     report = run_check(exercise_id, answer(name))
     assert report.passed, str(report)
     assert report.score == report.points >= 3
+
+
+@pytest.mark.parametrize("exercise_id, name", EXERCISES.items())
+def test_the_lessons_own_definition_passes(exercise_id, name):
+    # The point of these exercises: the lesson's code, as gatewaylab.wsgi ships it, is a right answer to each.
+    report = run_check(exercise_id, getattr(wsgi, name))
+    assert report.passed, str(report)
 
 
 @pytest.mark.parametrize("exercise_id, name", EXERCISES.items())
@@ -69,10 +94,20 @@ def test_exercise_has_points_three_hints_and_cases(exercise_id):
     assert 2 <= exercise.points <= 4 and len(exercise.hints) == 3 and len(exercise.cases) >= 4
 
 
+def test_a_four_argument_make_environ_is_told_the_lessons_signature():
+    # The exercises used to ask for other signatures; a learner's answer of that shape is told which one is wanted.
+    def make_environ(request, body, server_address, client_address):
+        return {}
+
+    text = failure_messages(run_check("03.1", make_environ))
+    assert "taking 6 positional arguments" in text and "the lesson's" in text
+
+
 def test_checks_leave_no_server_or_thread_running():
     before = threading.active_count()
-    run_check("03.4", answer("serve"))
-    run_check("03.4", answer("serve", ("conn.settimeout(1.0)", "pass")))  # fails, with the silent client still there
+    run_check("03.4", answer("serve_connection"))
+    run_check("03.4", answer("serve_connection", ("    except Exception:", "    except HTTPError:"),
+                             ("    except OSError:", "    except HTTPError:")))  # fails, its loop dies
     assert "check-03.4" not in servers.running()
     deadline = time.monotonic() + 3
     while threading.active_count() > before and time.monotonic() < deadline:
@@ -83,36 +118,53 @@ def test_checks_leave_no_server_or_thread_running():
 # --- 03.1 make_environ --------------------------------------------------------------------------------------------
 
 PATH = 'unquote_to_bytes(request.path).decode("latin-1")'
-HEADER_KEY = 'if key not in ("CONTENT_TYPE", "CONTENT_LENGTH"):\n            key = "HTTP_" + key'
+TYPE_ONLY = 'if key == "CONTENT_TYPE":\n            environ["CONTENT_TYPE"] = value\n        elif'
+NOT_FRAMING = 'elif key not in ("CONTENT_LENGTH", "TRANSFER_ENCODING"):'
+JOIN = 'environ[key] = environ[key] + "," + value if key in environ else value'
+LENGTH = 'if length is not None:\n        environ["CONTENT_LENGTH"] = str(length)'
 
 
 @pytest.mark.parametrize("replacements, message", [
-    ([(PATH, '__import__("urllib.parse").parse.unquote(request.path)')], "was decoded as UTF-8"),
+    ([(PATH, 'unquote_to_bytes(request.path).decode("utf-8")')], "was decoded as UTF-8"),
     ([(PATH, "request.target")], "the query string, after '?', goes in QUERY_STRING"),
     ([(PATH, "request.path")], "environ['PATH_INFO'] is not what was expected"),              # not decoded at all
-    ([('"QUERY_STRING": request.query', '"QUERY_STRING": request.query.replace("%C3%A9", "é")')],
-     "environ['QUERY_STRING']"),
-    ([("str(server_address[1])", "server_address[1]")], "SERVER_PORT is of type int"),
-    ([('"SERVER_PROTOCOL": request.version', '"SERVER_PROTOCOL": "HTTP/1.1"')], "the version of the request"),
-    ([('"wsgi.version": (1, 0)', '"wsgi.version": [1, 0]')], "should be of type tuple, not list"),
-    ([('"wsgi.input": body', '"wsgi.input": io.BytesIO(body.read())')], "wsgi.input must be the body stream"),
-    ([('"wsgi.errors": sys.stderr,\n', "")], "lacks keys PEP 3333 requires: wsgi.errors"),
-    ([('"wsgi.multithread": False', '"wsgi.multithread": True')], "environ['wsgi.multithread']"),
-    ([(HEADER_KEY, 'key = "HTTP_" + key')], "HTTP_CONTENT_TYPE must not be in the environ"),
-    ([(HEADER_KEY, 'key = key')], "the environ has no 'HTTP_HOST' key"),
-    ([('environ[key] + "," + value if key in environ else value', "value")], "X-Tag came twice"),
-    ([("return environ", "return list(environ.items())")], "must return the environ, a dict"),
-    ([('if key not in ("CONTENT_TYPE", "CONTENT_LENGTH"):', 'if name not in ("Content-Type", "Content-Length"):')],
-     "sent the header in lower case (content-type) and your environ has HTTP_CONTENT_TYPE"),  # matches the spelling
     ([(PATH, '__import__("urllib.parse").parse.unquote_plus(request.path, encoding="latin-1")')],
      "a '+' in the path was turned into a space"),
+    ([('"QUERY_STRING": request.query', '"QUERY_STRING": __import__("urllib.parse").parse.unquote(request.query)')],
+     "environ['QUERY_STRING']"),                                                            # the query decoded
+    ([('"SERVER_PORT": str(server_address[1])', '"SERVER_PORT": server_address[1]')], "SERVER_PORT is of type int"),
+    ([('"REMOTE_PORT": str(client_address[1])', '"REMOTE_PORT": client_address[1]')], "REMOTE_PORT is of type int"),
+    ([('"SERVER_PROTOCOL": request.version', '"SERVER_PROTOCOL": "HTTP/1.1"')], "the version of the request"),
+    ([('"wsgi.version": (1, 0)', '"wsgi.version": [1, 0]')], "should be of type tuple, not list"),
+    ([('"wsgi.input": body', '"wsgi.input": __import__("io").BytesIO(body.read())')],
+     "wsgi.input must be the body stream"),
+    ([('"wsgi.errors": sys.stderr,\n', "")], "lacks keys PEP 3333 requires: wsgi.errors"),
+    ([('"wsgi.multithread": multithread', '"wsgi.multithread": False')],
+     "multithread=True) must give wsgi.multithread True"),
+    ([(TYPE_ONLY, TYPE_ONLY.replace("elif", "if"))], "HTTP_CONTENT_TYPE must not be in the environ"),  # in both
+    ([('key = "HTTP_" + key\n', "")], "the environ has no 'HTTP_X_REQUEST_ID' key"),       # no HTTP_ prefix
+    ([(JOIN, "environ[key] = value")], "X-Tag came twice"),                                # the last one wins
+    ([(JOIN, "environ.setdefault(key, value)")], "X-Tag came twice"),                      # the first one wins
+    ([(JOIN, 'environ[key] = environ[key] + ";" + value if key in environ else value')], "X-Tag came twice"),
+    ([("    return environ", "    return list(environ.items())")], "must return the environ, a dict"),
+    ([('if key == "CONTENT_TYPE":', 'if name == "Content-Type":'),                          # compares the spelling
+      (NOT_FRAMING, 'elif name not in ("Content-Length", "Transfer-Encoding"):')],
+     "sent the header in lower case (content-type) and your environ has HTTP_CONTENT_TYPE"),
+    ([(LENGTH, 'if request.header("Content-Length") is not None:\n'                          # the header, not length
+               '        environ["CONTENT_LENGTH"] = request.header("Content-Length")')],
+     "this body came chunked, without a Content-Length header"),
+    ([(LENGTH, 'environ["CONTENT_LENGTH"] = str(length)')], "leave CONTENT_LENGTH out"),    # "None" for no body
+    ([(NOT_FRAMING, 'elif key != "CONTENT_LENGTH":')], "HTTP_TRANSFER_ENCODING must not be in the environ"),
+    ([('if "_" in name:', "if False:")], "a header with '_' in its name must be dropped, as nginx and gunicorn do"),
+    ([("if request.host is not None:", "if False:")], "RFC 9112 3.2.2: the target's host wins over the Host header"),
 ])
 def test_make_environ_mistakes_fail_with_advice(replacements, message):
     assert message in messages("03.1", "make_environ", *replacements)
 
 
 def test_repeated_headers_may_be_joined_with_a_comma_and_a_space():
-    # RFC 9110 5.3 allows optional whitespace after the comma: every case, the Flask one too, accepts both joins.
+    # RFC 9110 5.3: a comma and optional whitespace (and it recommends ", "). Every case, the Flask one too, takes
+    # both; only the exercise text and the hints say ',', as wsgiref, gunicorn and the lesson join.
     spaced = answer("make_environ", ('environ[key] + "," + value', 'environ[key] + ", " + value'))
     report = run_check("03.1", spaced)
     assert report.passed, str(report)
@@ -122,191 +174,204 @@ def test_the_flask_case_names_the_environ_key_flask_read_wrong():
     flask_case = get_exercise("03.1").cases[-1]
     assert "Flask" in flask_case.name
     with pytest.raises(CaseFailed, match="request.name .* PATH_INFO") as failure:
-        flask_case.func(answer("make_environ", (PATH, '__import__("urllib.parse").parse.unquote(request.path)')))
+        flask_case.func(answer("make_environ", (PATH, 'unquote_to_bytes(request.path).decode("utf-8")')))
     assert failure.value.expected == "José" and failure.value.got == "Jos\ufffd"  # é was no longer one latin-1 byte
     with pytest.raises(CaseFailed, match="Flask answered 404"):
         flask_case.func(answer("make_environ", (PATH, "request.path.upper()")))
     with pytest.raises(CaseFailed, match="wsgiref.validate rejected the environ: .*SERVER_PORT"):
-        flask_case.func(answer("make_environ", ("str(server_address[1])", "server_address[1]")))
+        flask_case.func(answer("make_environ", ('str(server_address[1])', "server_address[1]")))
     with pytest.raises(CaseFailed, match="Flask answered 400 BAD REQUEST: it could not read the request body. Check "
                                          "CONTENT_LENGTH") as failure:  # the body is gone: Flask's read comes up short
-        flask_case.func(answer("make_environ", ('"wsgi.input": body', '"wsgi.input": io.BytesIO()')))
+        flask_case.func(answer("make_environ", ('"wsgi.input": body', '"wsgi.input": __import__("io").BytesIO()')))
     assert "no route" not in failure.value.message
+    # Left in, Transfer-Encoding: chunked makes Flask read no body at all: its form comes out empty.
+    with pytest.raises(CaseFailed, match=r"\(chunked\): Flask's request.form .*HTTP_TRANSFER_ENCODING"):
+        flask_case.func(answer("make_environ", (NOT_FRAMING, 'elif key != "CONTENT_LENGTH":')))
+    with pytest.raises(CaseFailed, match="request.user .*'_' in its name must be dropped"):
+        flask_case.func(answer("make_environ", ('if "_" in name:', "if False:")))
     flask_case.func(answer("make_environ"))  # and the reference passes it
 
 
-# --- 03.2 Responder -------------------------------------------------------------------------------------------------
+# --- 03.2 Response ------------------------------------------------------------------------------------------------
 
 STORE = "self.status, self.headers = status, headers\n        return self.write"
-SEND_HEAD = ("if not self.headers_sent:\n            self.sock.sendall(self.head())\n"
-             "            self.headers_sent = True\n        self.sock.sendall(data)")
+RERAISE = "raise exc_info[1].with_traceback(exc_info[2])"
+SECOND = ('elif self.status is not None:\n            raise AssertionError("start_response() called a second time '
+          'without exc_info")\n')
+KEEP = "keep_alive = self.request.keep_alive and self.server_allows_keep_alive()"
 
 
 @pytest.mark.parametrize("replacements, message", [
-    ([(STORE, "self.status, self.headers = status, headers\n        self.sock.sendall(self.head())\n"
-              "        self.headers_sent = True\n        return self.write")],
-     "bytes went on the wire after start_response"),
+    ([(STORE, "self.status, self.headers = status, headers\n        send_bytes(self.sock, self.head(None))\n"
+              "        return self.write")], "bytes went on the wire after start_response"),  # headers sent at once
     ([(STORE, "self.status, self.headers = status, headers")], "must return the write() callable"),
     ([("if exc_info is not None:", "if False:")], "WITH exc_info is allowed before the headers go out"),
-    ([("raise exc_info[1].with_traceback(exc_info[2])", "pass")], "returned: it must re-raise exc_info[1]"),
-    ([("raise exc_info[1].with_traceback(exc_info[2])", 'raise RuntimeError("too late")')],
-     "must re-raise the app's own exception"),
-    ([("raise exc_info[1].with_traceback(exc_info[2])", "raise type(exc_info[1])('again')")], "raised a new AppCrash"),
-    ([('elif self.status is not None:\n            raise AssertionError("start_response() called a second time '
-       'without exc_info")\n', "")], "called a second time without exc_info and did not raise"),
-    ([(SEND_HEAD, "self.sock.sendall(self.head())\n        self.headers_sent = True\n        self.sock.sendall(data)")],
-     "the head went out more than once"),
-    ([("self.sock.sendall(self.head())  # an empty body", "pass  # an empty body")], "an empty body still needs"),
-    ([('        if self.status is None:\n            raise AssertionError("write() before start_response()")\n', ""),
-      ("def head(self):\n", "def head(self):\n        self.headers = self.headers or []\n")],
-     "write() before start_response() must raise"),
-    ([('"Connection: close\\r\\n\\r\\n"', '"\\r\\n"')], "Connection: close"),
-    ([('f"{name}: {value}\\r\\n"', 'f"{name}: {value}\\n"')], "must end with CRLF"),
+    ([(RERAISE, "pass")], "returned: it must re-raise exc_info[1]"),
+    ([(RERAISE, 'raise RuntimeError("too late")')], "must re-raise the app's own exception"),
+    ([(RERAISE, "raise type(exc_info[1])('again')")], "raised a new AppCrash"),
+    ([(SECOND, "")], "a second start_response() without exc_info was accepted"),
+    ([('        if not self.framing.has_body:\n            return b""\n', "")],       # a body sent after HEAD
+     "HEAD /: bytes of body went out after the head"),
+    ([("data = data[:self.remaining]", "data = data")], "never send more bytes than the app's Content-Length"),
+    ([(KEEP, "keep_alive = self.server_allows_keep_alive()")],                     # the client's wish ignored
+     "the client asked to close (Connection: close)"),
+    ([(KEEP, "keep_alive = self.request.keep_alive")], "server_allows_keep_alive() said no when the headers went out"),
+    ([(STORE, "self.status, self.headers = status, headers\n        self.allowed = self.server_allows_keep_alive()\n"
+              "        return self.write"),                                         # asked too early
+      (KEEP, "keep_alive = self.request.keep_alive and self.allowed")], "Ask it in head(), when the headers go out"),
+    ([("self.head(body_length)", "self.head(None)")], "body_length is the whole body's length"),
+    ([('(LAST_CHUNK if self.framing.chunked else b"")', 'b""')], "the client is still waiting for the end of the body"),
+    ([("return self.framing.keep_alive and not self.remaining", "return self.framing.keep_alive")],
+     "Content-Length: 10, and only 5 bytes sent"),
+    ([("return encode_chunk(data) if self.framing.chunked else data", "return data")],
+     "each piece goes out as one chunk (encode_chunk)"),
+    ([("        check_status(status)\n", "")], "start_response('200', [('Content-Type', 'text/plain; charset=utf-8')]) "
+                                              "was accepted: a status is a code, a space and a reason phrase"),
+    ([("        check_headers(headers)\n", "")], "the headers are a list of (name, value) tuples: check_headers"),
+    ([("return build_head(self.status, self.headers + framing.headers)",            # a head of its own, no Date
+       'return ("HTTP/1.1 " + self.status + "\\r\\n" + "".join(f"{n}: {v}\\r\\n" for n, v in self.headers + '
+       'framing.headers) + "\\r\\n").encode("latin-1")')], "no Date header"),
 ])
-def test_responder_mistakes_fail_with_advice(replacements, message):
-    assert message in messages("03.2", "Responder", *replacements)
+def test_response_mistakes_fail_with_advice(replacements, message):
+    assert message in messages("03.2", "Response", *replacements)
 
 
-def test_parse_response_reads_a_response_that_ends_with_the_connection():
+def test_parse_response_reads_one_response_strictly():
     raw = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nConnection: close\r\n\r\nhello"
-    assert l03_server.parse_response(raw, "it") == ("HTTP/1.1 200 OK", [("Content-Type", "text/plain"),
-                                                                        ("Connection", "close")], b"hello")
+    parsed = l03_server.parse_response(raw, "it", closed=True)
+    assert (parsed.status_line, parsed.headers, parsed.body) == (
+        "HTTP/1.1 200 OK", [("Content-Type", "text/plain"), ("Connection", "close")], b"hello")
+    assert parsed.complete and not parsed.keep_alive
+    chunked = l03_server.parse_response(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nhi\r\n0\r\n\r\n"
+                                        b"extra", "it")
+    assert chunked.body == b"hi" and chunked.complete and chunked.keep_alive and chunked.extra == b"extra"
+    assert not l03_server.parse_response(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhe", "it").complete
     with pytest.raises(CaseFailed, match="empty line"):
         l03_server.parse_response(b"HTTP/1.1 200 OK\r\nConnection: close\r\n", "it")
+    with pytest.raises(CaseFailed, match="CRLF"):
+        l03_server.parse_response(b"HTTP/1.1 200 OK\nContent-Length: 0\r\n\r\n", "it")
     with pytest.raises(CaseFailed, match="not a valid HTTP/1.1 response"):
         l03_server.parse_response(b"HTTP/1.1 OK\r\n\r\n", "it")
 
 
-# --- 03.3 send_body -----------------------------------------------------------------------------------------------
+def test_wire_reads_what_was_sent_without_waiting():
+    with l03_server.Wire() as wire:
+        assert wire.new() == b""
+        wire.server.sendall(b"abc")
+        assert wire.new() == b"abc" and wire.received == b"abc"
+        started = time.monotonic()
+        assert wire.new() == b""
+        assert time.monotonic() - started < 0.1
 
-LOOP = "for piece in result:\n            if piece:  # an empty piece must not make the headers go out\n" \
-       "                responder.write(piece)"
-FIVE_HUNDRED = '"500 Internal Server Error", [("Content-Type", "text/plain; charset=utf-8")]'
-CLOSE = "    finally:\n        if hasattr(result, \"close\"):\n            result.close()"
+
+# --- 03.3 run_app -------------------------------------------------------------------------------------------------
+
+SEND = "response.send(data, body_length=len(data) if whole else None)"
+FINISH = "        return response.finish()\n"
+CLOSE = '    finally:\n        if hasattr(result, "close"):\n            result.close()'
 
 
 @pytest.mark.parametrize("replacements, message", [
-    ([(LOOP, "for piece in [b''.join(result)]:\n            if piece:\n                responder.write(piece)")],
-     "before piece 1 had been written"),                                                     # buffers the whole body
-    ([(LOOP, "for piece in result:\n            responder.write(piece)")], "an empty piece (b'') was passed"),
-    ([(CLOSE, "    if True:\n        if hasattr(result, \"close\"):\n            result.close()")],
-     "after the app failed, the body's close() was never called"),                         # closes only on success
+    ([("for data in result:", 'for data in [b"".join(result)]:')],                     # buffers the whole body
+     "the app was asked for piece 2 before piece 1 was on the wire"),
+    ([("            if data:", "            if True:")], "an empty piece (b'') was passed to send()"),
+    ([(FINISH + CLOSE, '        keep = response.finish()\n        if hasattr(result, "close"):\n'    # success only
+                       "            result.close()\n        return keep\n    finally:\n        pass")],
+     "after the app failed half-way, the body's close() was never called"),
     ([('if hasattr(result, "close"):\n            result.close()', "result.close()")], "need not have close()"),
-    ([("if responder.headers_sent:\n            raise", "if True:\n            raise")],
-     "escaped send_body although nothing had been sent"),                                 # no 500
-    ([(',\n                                 sys.exc_info())', ")")], "without exc_info"),  # a 500 without exc_info
-    ([("raise  # too late", "return  # too late")], "send_body returned as if all went well"),
-    ([("        responder.finish()\n    except", "    except")], "finish() was never called"),
-    ([("except Exception:", "except (ValueError, RuntimeError):")], "escaped send_body"),  # catches too little
-    ([(FIVE_HUNDRED, '"500", []')], "start_response got the status '500': a status is the code, a space and a "
-                                    "reason phrase"),
-    ([(FIVE_HUNDRED, '"500 Internal Server Error", []')], "the 500 has no Content-Type header"),
-    ([("        responder.finish()\n    except",
-       "        result.close() if hasattr(result, 'close') else None\n        responder.finish()\n    except"),
-      ('if hasattr(result, "close"):\n            result.close()', "pass")], "close() was called before finish()"),
-    ([('if hasattr(result, "close"):\n            result.close()',
-       'if hasattr(result, "close"):\n            result.close()\n            result.close()')],
-     "the body's close() was called 2 times: call it exactly once"),
-    ([(',\n                                 sys.exc_info())', ")"),                   # hides the second call
-      ('responder.start_response("500', 'responder.status = None\n        responder.start_response("500')],
-     "start_response was called a second time without exc_info"),
+    ([('result.close()', 'result.close()\n            result.close()')], "close() was called 2 times"),
+    ([(FINISH + CLOSE, '        if hasattr(result, "close"):\n            result.close()\n'      # closes first
+                       "        return response.finish()\n    finally:\n        pass")],
+     "close() was called before finish()"),
+    ([(SEND, "response.send(data, body_length=None)")], "a list of one item: its one piece is the whole body"),
+    ([(SEND, "response.send(data, body_length=len(data))")],                           # a length for every piece
+     "a tuple of two items: body_length is the length of the WHOLE body"),
+    ([(SEND, "response.write(data)")], "a list of one item: its one piece is the whole body"),
+    ([(FINISH, "        response.finish()\n")], "run_app must return what response.finish() returned"),
+    ([("    finally:\n", '    except Exception:\n        if response.headers_sent:\n            raise\n'  # a 500 here
+                         '        response.start_response("500 Internal Server Error", [("Content-Type", '
+                         '"text/plain")], sys.exc_info())\n        response.send(b"error")\n'
+                         "        return response.finish()\n    finally:\n")],
+     "an app that fails before its first byte of body: run_app returned normally"),
+    ([(FINISH + "    finally:\n", "        pass\n    finally:\n        response.finish()\n")],  # finish() in finally
+     "finish() was called after the app failed"),
+    ([(SEND, f"try:\n                    {SEND}\n                except OSError:\n                    pass")],
+     "though sending the first one failed: stop when send() raises"),               # a gone client ignored
 ])
-def test_send_body_mistakes_fail_with_advice(replacements, message):
-    assert message in messages("03.3", "send_body", *replacements)
+def test_run_app_mistakes_fail_with_advice(replacements, message):
+    assert message in messages("03.3", "run_app", *replacements)
 
 
-def test_send_body_that_ignores_a_gone_client_is_told_to_stop():
-    swallows = answer("send_body", ("responder.write(piece)", "try:\n                    responder.write(piece)\n"
-                                                              "                except OSError:\n"
-                                                              "                    pass"))
-    text = failure_messages(run_check("03.3", swallows))
-    assert "BrokenPipeError (the client left), and send_body returned normally" in text
+def test_the_recording_response_is_the_courses_and_records_what_run_app_does():
+    with l03_server.Wire() as wire:
+        response = l03_server.RecordingResponse(wire)
+        body = l03_server.Body([b"a", b"", b"b"], log=response.events)
+        assert wsgi.run_app(l03_server._app(body), l03_server._environ(), response) is True
+        assert response.events == [("send", b"a", None), ("send", b"b", None), ("finish", True), ("close",)]
+        assert l03_server._on_wire(wire, "it").body == b"ab"
 
 
-def test_check_responder_enforces_the_rules():
-    responder = l03_server._started(l03_server.CheckResponder())
-    responder.status = None  # an answer that resets the status still makes a second call
-    with pytest.raises(AssertionError, match="second time without exc_info"):
-        responder.start_response("500 Internal Server Error", [])
-    with pytest.raises(AssertionError, match="reason phrase"):
-        l03_server.CheckResponder().start_response("500", [])
-    responder = l03_server.CheckResponder()
-    with pytest.raises(AssertionError, match="before start_response"):
-        responder.write(b"x")
-    responder = l03_server._started(l03_server.CheckResponder())
-    with pytest.raises(AssertionError, match="second time without exc_info"):
-        responder.start_response("500 Internal Server Error", [])
-    responder.write(b"")
-    assert responder.headers_sent and "empty piece" in responder.problems[-1]
-    try:
-        raise l03_server.AppCrash("late")
-    except l03_server.AppCrash as crash:
-        with pytest.raises(l03_server.AppCrash) as raised:
-            responder.start_response("500 Internal Server Error", [], (type(crash), crash, crash.__traceback__))
-        assert raised.value is crash
+# --- 03.4 handle_request and serve_connection ---------------------------------------------------------------------
+
+RETURN_TRUE = "            if not connection.request_waiting():\n                return True"
+FIVE_HUNDRED = '        if not response.headers_sent:\n            send_error(sock, HTTPError(500, "the application failed"))'
+HTTP_ERROR = "        send_error(connection.sock, error)\n        close_gently(connection.sock)"
+ONLY_HTTP_ERRORS = [("    except OSError:", "    except HTTPError:"), ("    except Exception:", "    except HTTPError:")]
 
 
-# --- 03.4 serve -----------------------------------------------------------------------------------------------------
-
-def test_serve_without_its_pieces_is_told_to_run_or_solve_them_first():
-    missing = kernel(skip={"send_body"})["serve"]
-    assert "serve uses send_body, which is not defined: run the cell of exercise 03.3" in \
+def test_serve_connection_without_its_pieces_is_told_to_run_or_solve_them_first():
+    missing = kernel(skip={"handle_request"})["serve_connection"]
+    assert "serve_connection uses handle_request, which is not defined: run the cell of exercise 03.4 first" in \
         failure_messages(run_check("03.4", missing))
-    with_stub = kernel()
-    with_stub["make_environ"] = NOTEBOOK.stub("03.1")
-    text = failure_messages(run_check("03.4", with_stub["serve"]))
-    assert "serve uses your make_environ, which is still the exercise stub: solve exercise 03.1 first" in text
-
-
-TE_STATUS = "501 if chunked_last and length is None else 400"
-LATE_500 = ("send_body(result, responder)",
-            "try:\n                        send_body(result, responder)\n                    except Exception:\n"
-            '                        send_error(conn, HTTPError(500, "the application failed"))')
+    namespace = kernel()  # then the exercises notebook's make_environ cell, run after the solved ones
+    exec(compile(stub_source(NOTEBOOK.answers["make_environ"], "03.1"), "<stub>", "exec"), namespace)
+    text = failure_messages(run_check("03.4", namespace["serve_connection"]))
+    assert "handle_request uses your make_environ, which is still the exercise stub: solve exercise 03.1 first, " \
+           "or take the lesson's: run `from gatewaylab.wsgi import make_environ`" in text
+    namespace = kernel()  # then the exercises notebook's handle_request cell, run as it comes
+    exec(compile(stub_source(NOTEBOOK.answers["handle_request"], "03.4"), "<stub>", "exec"), namespace)
+    text = failure_messages(run_check("03.4", namespace["serve_connection"]))
+    assert "serve_connection uses your handle_request, which is still the exercise stub: write it too" in text
 
 
 @pytest.mark.parametrize("changes, message", [
-    ({"serve": [("conn.settimeout(1.0)", "pass")]}, "kept your server from answering anyone else"),
-    ({"serve": [("send_error(conn, error)\n", "")]},                                  # no answer to a bad request
-     "The first, 'bad request line', got an answer other than the expected one, shown below."),
-    ({"serve": [('send_error(conn, HTTPError(500, "the application failed"))', "pass")]}, "should get a 500"),
-    ({"serve": [("            except Exception:\n                pass  # a timeout",
-                 "            except HTTPError:\n                pass  # a timeout")]},
-     "crashed with TimeoutError"),                                                         # one error ends the loop
-    ({"serve": [("if int(length or 0) > MAX_BODY:", "if False:")]}, "'1 GB body announced'"),
-    ({"serve": [(TE_STATUS, "400 if length is not None else 501")]},             # 501 for any coding
-     "a request with Transfer-Encoding: gzip: the last transfer coding is not chunked"),
-    ({"serve": [(TE_STATUS, "400")]}, "a request with Transfer-Encoding: chunked: chunked is a valid framing this "
-                                      "server does not implement: 501"),
-    ({"serve": [(TE_STATUS, "501")]}, "'Content-Length and Transfer-Encoding'"),
-    ({"serve": [("            except Exception:\n                pass  # a timeout",
-                 "            except (HTTPError, TimeoutError):\n                pass  # a timeout")]},
-     "Your server's thread crashed with AppCrash"),                         # an app failing mid-body ends the loop
-    ({"serve": [LATE_500]}, "GET /late: the app failed after its 200 and first piece were on the wire, and your "
-                            "server then sent a 500"),
-    ({"serve": [("make_environ(request, body,", "make_environ(request, rfile,")]},
-     "POST /echo: the app read environ['wsgi.input'].read() and echoed it. wsgi.input must hold exactly"),
-    ({"serve": [("                close_gently(conn)\n", "")]}, "the connection was reset"),
-    ({"make_environ": [(PATH, "request.path")]}, "'percent-encoded path'"),            # a piece's mistake shows too
-    ({"send_body": [(LOOP, "for piece in [b''.join(result)]:\n            responder.write(piece)")]}, "'streaming'"),
+    ({"serve_connection": [(RETURN_TRUE, "            return True")]},             # pipelined request left waiting
+     "the second of two requests sent together"),
+    ({"serve_connection": [(RETURN_TRUE, "            return False")]},            # keep-alive ignored
+     "keep-alive was ignored"),
+    ({"handle_request": [(FIVE_HUNDRED, '        send_error(sock, HTTPError(500, "the application failed"))')]},
+     "GET /late: the app failed after its 200 and first piece were on the wire, and your server then sent a 500"),
+    ({"handle_request": [('            send_error(sock, HTTPError(500, "the application failed"))',
+                          "            pass")]}, "the client should get a 500"),
+    ({"handle_request": [("log.exception(", "(")]}, "tracebacks were logged"),        # the app's bug goes unseen
+    ({"handle_request": [("        while body.read(65536):\n            pass\n", "        pass\n")]},
+     "were taken for the start of the next request"),                               # the unread body not drained
+    ({"serve_connection": ONLY_HTTP_ERRORS},                                         # a reset ends the loop
+     "Your server's loop ended with ConnectionResetError"),
+    ({"serve_connection": [(HTTP_ERROR, "        send_error(connection.sock, error)")]},  # no gentle close
+     "the 413 came, and then the connection was reset instead of closed"),
+    ({"serve_connection": [(HTTP_ERROR, "        close_gently(connection.sock)")]},   # no answer to a bad request
+     "an HTTPError (read_request and open_body raise it for a malformed request) is answered in serve_connection"),
+    ({"make_environ": [(PATH, "request.path")]}, "'percent-encoded path'"),          # a piece's mistake shows too
+    ({"Response": [('        if not self.framing.has_body:\n            return b""\n', "")]}, "'HEAD /'"),
+    ({"run_app": [("for data in result:", 'for data in [b"".join(result)]:')]}, "'streaming'"),
 ])
-def test_serve_mistakes_fail_with_advice(changes, message):
-    assert message in failure_messages(run_check("03.4", kernel(changes)["serve"]))
+def test_server_mistakes_fail_with_advice(changes, message):
+    assert message in failure_messages(run_check("03.4", kernel(changes)["serve_connection"]))
 
 
-def test_a_server_that_dies_on_a_silent_client_is_told_so():
-    fragile = answer("serve", ("            except Exception:\n                pass  # a timeout",
-                               "            except HTTPError:\n                pass  # a timeout"))
-    text = failure_messages(run_check("03.4", fragile))
-    assert "catch OSError (TimeoutError is one) around the work on one connection" in text
+def test_a_server_whose_loop_dies_is_told_why_and_refuses_at_once():
+    fragile = answer("serve_connection", *ONLY_HTTP_ERRORS)
+    text = case_message("03.4", "clients that leave", fragile)
+    assert "your server stopped serving" in text and "catch it in serve_connection (except OSError" in text
 
 
-def test_a_server_that_outlives_its_listener_is_stopped_and_told_so():
-    immortal = answer("serve", ("        conn, client_address = listener.accept()  # OSError",
-                                "        try:\n            conn, client_address = listener.accept()\n"
-                                "        except OSError:\n            continue  # OSError"))
+def test_a_serve_connection_that_never_returns_is_stopped_and_told_so():
+    spins = answer("serve_connection", ("            if request is None:", "            if request is None:\n"
+                                                                           "                continue"))
     before = threading.active_count()
-    report = run_check("03.4", immortal)
-    assert "did not stop when its listening socket was closed" in failure_messages(report)
+    text = case_message("03.4", "reads none of its body", spins)  # its second connection finds the loop spinning
+    assert "your server did not stop: serve_connection was still running" in text
     deadline = time.monotonic() + 3
     while threading.active_count() > before and time.monotonic() < deadline:
         time.sleep(0.05)
@@ -327,25 +392,13 @@ def test_the_check_apps_fail_as_intended():
         next(pieces)
 
 
-def test_the_late_failure_message_names_the_cause_for_each_wrong_server():
-    """A server whose loop dies on the late error, and one that answers it with a 500, fail that case, each told
-    why; the reference passes it."""
-    late = next(case for case in get_exercise("03.4").cases if "after its first piece" in case.name)
-    late.func(answer("serve"))
-    dies = answer("serve", ("            except Exception:\n                pass  # a timeout",
-                            "            except (HTTPError, TimeoutError):\n                pass  # a timeout"))
-    with pytest.raises(CaseFailed, match="the next request got no answer .*your server stopped serving") as failure:
-        late.func(dies)
-    assert "crashed with AppCrash: cannot reach the database" in failure.value.message
-    with pytest.raises(CaseFailed, match="must not become a 500: just close the connection"):
-        late.func(answer("serve", LATE_500))
-
-
-def test_wire_reads_what_was_sent_without_waiting():
-    with l03_server.Wire() as wire:
-        assert wire.new() == b""
-        wire.server.sendall(b"abc")
-        assert wire.new() == b"abc" and wire.received == b"abc"
-        started = time.monotonic()
-        assert wire.new() == b""
-        assert time.monotonic() - started < 0.1
+def test_serve_yours_says_once_what_is_missing_or_serves(capsys):
+    assert l03_server.serve_yours(NOTEBOOK.stub("03.4"), l03_server._hello) is None
+    assert capsys.readouterr().out == ("Your serve_connection (exercise 03.4) is not written yet: write it, run its "
+                                       "cell, then this one.\n")
+    with l03_server.serve_yours(wsgi.serve_connection, l03_server._hello, name="test-l03-yours") as server:
+        assert "test-l03-yours" in servers.running()
+        reply = l03_server._exchange(server, l03_server._request("GET", "/x"), "GET /x")
+        assert (reply.status, reply.body) == (200, b"hello from /x")
+        assert server.httpd.connections == 1 and isinstance(server.httpd, wsgi.WSGIServer)
+    assert "test-l03-yours" not in servers.running() and not server.thread.is_alive()
