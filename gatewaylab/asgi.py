@@ -7,7 +7,7 @@ The path of one request through it:
     bytes on the stream -> read_head (to the blank line; http1.parse_request) -> a Request
     Request -> http1.request_body_length and make_scope -> the scope
     app(scope, receive, send): receive() gives the body piece by piece, as it arrives
-    each http.response.body event -> http1.choose_framing, build_head, encode_chunk -> the stream
+    each http.response.body event -> http1.choose_framing, build_head, ResponseBody -> the stream
 
 One task serves each connection, its requests one after another. The rules of HTTP/1.1 come from
 the course's core, gatewaylab.http1, which the WSGI server (gatewaylab.wsgi) shares. ASGIServer
@@ -22,9 +22,9 @@ import sys
 import threading
 from urllib.parse import unquote
 
-from gatewaylab.http1 import (CONTINUE, HOP_BY_HOP, LAST_CHUNK, LINE, MAX_BODY, MAX_HEAD,
-                              MAX_LINE, PIECE, REASONS, ChunkedBody, HTTPError, Request,
-                              build_head, check_field, choose_framing, encode_chunk,
+from gatewaylab.http1 import (CONTINUE, HOP_BY_HOP, LINE, MAX_BODY, MAX_HEAD, MAX_LINE, PIECE,
+                              REASONS, ChunkedBody, HTTPError, Request, ResponseBody,
+                              build_head, check_field, choose_framing,
                               error_response, parse_request, request_body_length,
                               wants_continue, with_date)
 from gatewaylab.wsgi import ClientDisconnected, listen, load_app
@@ -213,7 +213,7 @@ class Exchange:
         self.body_given = False  # has the app had the http.request with more_body False?
         self.reading = asyncio.Lock()  # one read at a time, however many tasks call receive()
         self.status, self.fields, self.closes = None, None, False  # from http.response.start
-        self.framing, self.sent = None, 0  # once the head has gone out; body bytes sent
+        self.framing, self.out = None, None  # once the head has gone out: a Framing, a ResponseBody
         self.complete = False  # the last body event has gone out
         self.gone = False  # the client has left (or its body was refused): send() raises
         self.refused = None  # the core's HTTPError for a broken request body
@@ -277,9 +277,9 @@ class Exchange:
 
     async def send_body(self, body, more_body):
         data = self.head(None if more_body else len(body)) if self.framing is None else b""
-        data += self.frame(body)
+        data += self.out.frame(body)
         if not more_body:
-            data += LAST_CHUNK if self.framing.chunked else b""
+            data += self.out.end()
             self.complete = True
         try:
             await self.connection.write(data)
@@ -296,18 +296,9 @@ class Exchange:
         keep_alive = request.keep_alive and not (stopping or self.closes)
         self.framing = choose_framing(request.method, request.version, self.status, self.fields,
                                       body_length, keep_alive)
+        self.out = ResponseBody(self.framing)
         status = f"{self.status} {REASONS.get(self.status, '')}"  # (a reason may be empty)
         return build_head(status, self.fields + self.framing.headers)
-
-    def frame(self, body):
-        """A piece of the body as it goes on the wire: none for HEAD, 204 or 304, never more in
-        all than the app's Content-Length, one chunk when chunked."""
-        if self.framing.limit is not None:
-            body = body[:self.framing.limit - self.sent]
-        self.sent += len(body)
-        if not self.framing.has_body:
-            return b""
-        return encode_chunk(body) if self.framing.chunked else body
 
     async def run(self, app, scope):
         """Call the app, and answer for it if it failed early. True if the connection goes on."""
@@ -338,7 +329,7 @@ class Exchange:
             return False
         if failed or self.gone or not self.framing.keep_alive:
             return False  # after the head, only a close tells the client that the body is cut
-        if self.framing.limit is not None and self.sent < self.framing.limit:
+        if self.out.cut_short:
             return False  # shorter than its Content-Length: only the close ends it
         if self.continue_due:
             return False  # no 100 Continue sent: close, not drain (one of RFC 9110 10.1.1's ways)

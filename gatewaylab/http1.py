@@ -486,6 +486,35 @@ def encode_chunk(data: bytes) -> bytes:
     return b"%x\r\n%s\r\n" % (len(data), data) if data else b""
 
 
+class ResponseBody:
+    """A response body on its way to the wire, framed as choose_framing decided: nothing at all for
+    HEAD, 1xx, 204 and 304; never more in all than the app's Content-Length; one chunk per piece
+    when chunked, and the last chunk at the end. Both servers send their bodies through it."""
+
+    def __init__(self, framing: Framing):
+        self.framing = framing
+        self.left = framing.limit  # bytes the app's Content-Length still allows; None: no limit
+
+    def frame(self, data: bytes) -> bytes:
+        """A piece of the body as it goes on the wire."""
+        if not self.framing.has_body:
+            return b""
+        if self.left is not None:
+            data = data[:self.left]  # never more than the app's Content-Length
+            self.left -= len(data)
+        return encode_chunk(data) if self.framing.chunked else data
+
+    def end(self) -> bytes:
+        """What ends the body on the wire: the last chunk, when it is chunked."""
+        return LAST_CHUNK if self.framing.chunked else b""
+
+    @property
+    def cut_short(self) -> bool:
+        """Fewer bytes went out than the app's Content-Length promised: the client waits for
+        the rest, and only closing the connection ends that."""
+        return bool(self.left)
+
+
 @functools.lru_cache(maxsize=1)
 def http_date(second):
     """The Date header's value (RFC 9110 5.6.7) for a time in whole seconds. Formatting a date costs

@@ -9,7 +9,7 @@ The path of one request through it:
     bytes on the socket -> read_request (http1.parse_request) -> a Request
     Request -> open_body (http1.request_body_length) and make_environ -> the environ
     environ -> run_app: app(environ, response.start_response) -> the body, piece by piece
-    each piece -> Response.send (http1.choose_framing, build_head, encode_chunk)
+    each piece -> Response.send (http1.choose_framing, build_head, ResponseBody)
                -> bytes on the socket
 
 The rules of HTTP/1.1 come from the course's core, gatewaylab.http1, which the ASGI server shares.
@@ -30,8 +30,8 @@ import threading
 import time
 from urllib.parse import unquote_to_bytes
 
-from gatewaylab.http1 import (CONTINUE, HOP_BY_HOP, LAST_CHUNK, MAX_BODY, HTTPError, build_head,
-                              check_field, choose_framing, encode_chunk, error_response,
+from gatewaylab.http1 import (CONTINUE, HOP_BY_HOP, MAX_BODY, HTTPError, ResponseBody, build_head,
+                              check_field, choose_framing, error_response,
                               parse_request, read_chunked, request_body_length, wants_continue,
                               with_date)
 
@@ -221,7 +221,7 @@ class Response:
         self.server_allows_keep_alive = server_allows_keep_alive  # asked when the headers go out
         self.status, self.headers = None, []  # from start_response: "200 OK", [(name, value)]
         self.framing = None  # a Framing, from the moment the headers go out
-        self.remaining = None  # bytes the app's Content-Length still allows; None: no limit
+        self.body = None  # the core's ResponseBody, which frames each piece, from then on too
 
     @property
     def headers_sent(self):
@@ -255,17 +255,17 @@ class Response:
         if self.status is None:
             raise AssertionError("the body started before start_response() was called")
         head = b"" if self.headers_sent else self.head(body_length)
-        send_bytes(self.sock, head + self.frame(data))
+        send_bytes(self.sock, head + self.body.frame(data))
 
     def finish(self):
         """End the response. Returns True if the connection may carry another request."""
         if self.status is None:
             raise AssertionError("the application returned without calling start_response()")
         head = b"" if self.headers_sent else self.head(body_length=0)
-        send_bytes(self.sock, head + (LAST_CHUNK if self.framing.chunked else b""))
+        send_bytes(self.sock, head + self.body.end())
         # A body shorter than its Content-Length leaves the client waiting for the rest:
         # only closing ends that.
-        return self.framing.keep_alive and not self.remaining
+        return self.framing.keep_alive and not self.body.cut_short
 
     def head(self, body_length):
         """Fix the framing, now that the headers go out, and return them as bytes."""
@@ -275,18 +275,8 @@ class Response:
                                      int(self.status[:3]), self.headers, body_length, keep_alive)
         except ValueError as error:  # the app's own Content-Length is broken
             raise AssertionError(str(error)) from None
-        self.framing, self.remaining = framing, framing.limit
+        self.framing, self.body = framing, ResponseBody(framing)
         return build_head(self.status, self.headers + framing.headers)
-
-    def frame(self, data):
-        """A piece of the body as it goes on the wire:
-        cut to the declared length, or wrapped as one chunk."""
-        if not self.framing.has_body:
-            return b""
-        if self.remaining is not None:
-            data = data[:self.remaining]  # never more than the app's Content-Length
-            self.remaining -= len(data)
-        return encode_chunk(data) if self.framing.chunked else data
 
 
 # --- Running the app ------------------------------------------------------------------------------

@@ -284,3 +284,19 @@ def test_encode_chunk_and_with_date():
     dated = with_date(b"HTTP/1.1 400 Bad Request\r\nConnection: close\r\n\r\nbad")
     assert dated.startswith(b"HTTP/1.1 400 Bad Request\r\nDate: ") and dated.endswith(
         b" GMT\r\nConnection: close\r\n\r\nbad")
+
+
+def test_response_body_frames_cuts_and_ends_as_the_framing_says():
+    from gatewaylab.http1 import ResponseBody
+
+    chunked = ResponseBody(choose_framing("GET", "HTTP/1.1", 200, [], None, True))
+    assert chunked.frame(b"hello") == b"5\r\nhello\r\n" and chunked.frame(b"") == b""
+    assert chunked.end() == b"0\r\n\r\n" and not chunked.cut_short
+    declared = ResponseBody(choose_framing("GET", "HTTP/1.1", 200, [("Content-Length", "4")], None, True))
+    assert declared.frame(b"abc") + declared.frame(b"defg") == b"abcd"  # never more than the app declared
+    assert declared.end() == b"" and not declared.cut_short
+    short = ResponseBody(choose_framing("GET", "HTTP/1.1", 200, [("Content-Length", "4")], None, True))
+    short.frame(b"ab")
+    assert short.cut_short  # the client waits for 2 more bytes: only a close ends that
+    head = ResponseBody(choose_framing("HEAD", "HTTP/1.1", 200, [("Content-Length", "4")], None, True))
+    assert head.frame(b"abcd") == b"" and not head.cut_short  # HEAD: no body, nothing owed
