@@ -159,6 +159,8 @@ LENGTH = 'if length is not None:\n        environ["CONTENT_LENGTH"] = str(length
     ([("if request.host is not None:", "if False:")], "RFC 9112 3.2.2: the target's host wins over the Host header"),
 ])
 def test_make_environ_mistakes_fail_with_advice(replacements, message):
+    """Each entry: a mistake put into the lesson's make_environ (decoding, types, the keys PEP 3333 wants, header
+    mapping, the '_' rule, CONTENT_LENGTH from length), and the advice the check must give for it."""
     assert message in messages("03.1", "make_environ", *replacements)
 
 
@@ -233,6 +235,8 @@ KEEP = "keep_alive = self.request.keep_alive and self.server_allows_keep_alive()
        'framing.headers) + "\\r\\n").encode("latin-1")')], "no Date header"),
 ])
 def test_response_mistakes_fail_with_advice(replacements, message):
+    """Each entry: a mistake put into the lesson's Response (when the head goes out, exc_info, a second call,
+    framing, keep-alive, the checks on status and headers), and the advice the check must give for it."""
     assert message in messages("03.2", "Response", *replacements)
 
 
@@ -299,6 +303,8 @@ CLOSE = '    finally:\n        if hasattr(result, "close"):\n            result.
      "though sending the first one failed: stop when send() raises"),               # a gone client ignored
 ])
 def test_run_app_mistakes_fail_with_advice(replacements, message):
+    """Each entry: a mistake put into the lesson's run_app (buffering, empty pieces, close(), the one-item length,
+    the return value, a 500 or finish() where none belongs, a gone client), and the advice the check gives."""
     assert message in messages("03.3", "run_app", *replacements)
 
 
@@ -346,6 +352,8 @@ def test_serve_connection_without_its_pieces_is_told_to_run_or_solve_them_first(
     ({"handle_request": [("log.exception(", "(")]}, "tracebacks were logged"),        # the app's bug goes unseen
     ({"handle_request": [("        while body.read(65536):\n            pass\n", "        pass\n")]},
      "were taken for the start of the next request"),                               # the unread body not drained
+    ({"handle_request": [("environ = make_environ(request, body,", "environ = make_environ(request, rfile,")]},
+     "wsgi.input must end where the body ends"),                                    # the unbounded connection file
     ({"serve_connection": ONLY_HTTP_ERRORS},                                         # a reset ends the loop
      "Your server's loop ended with ConnectionResetError"),
     ({"serve_connection": [(HTTP_ERROR, "        send_error(connection.sock, error)")]},  # no gentle close
@@ -357,6 +365,9 @@ def test_serve_connection_without_its_pieces_is_told_to_run_or_solve_them_first(
     ({"run_app": [("for data in result:", 'for data in [b"".join(result)]:')]}, "'streaming'"),
 ])
 def test_server_mistakes_fail_with_advice(changes, message):
+    """Each entry: a mistake put into handle_request or serve_connection (pipelining, keep-alive, the 500 rule,
+    logging, the unread body, errors that end the loop, the gentle close), or into a piece they use, and the
+    advice the check gives: the learner's server is exercised by real clients."""
     assert message in failure_messages(run_check("03.4", kernel(changes)["serve_connection"]))
 
 
@@ -370,7 +381,7 @@ def test_a_serve_connection_that_never_returns_is_stopped_and_told_so():
     spins = answer("serve_connection", ("            if request is None:", "            if request is None:\n"
                                                                            "                continue"))
     before = threading.active_count()
-    text = case_message("03.4", "reads none of its body", spins)  # its second connection finds the loop spinning
+    text = case_message("03.4", "request bodies", spins)  # its second connection finds the loop spinning
     assert "your server did not stop: serve_connection was still running" in text
     deadline = time.monotonic() + 3
     while threading.active_count() > before and time.monotonic() < deadline:
