@@ -15,10 +15,15 @@ test: $(VENV)/.installed
 exercises: $(VENV)/.installed
 	$(BIN)/python -m gatewaylab.build
 
-# Both print their figures and exit non-zero when a target is missed; the second uses wrk if installed.
-benchmark: $(VENV)/.installed
-	$(BIN)/python benchmarks/load_driver.py
-	$(BIN)/python benchmarks/wsgi_server.py
+# Each prints its figures and PASS/FAIL per target; all three run, and make fails if any missed one. The WSGI and
+# ASGI servers' throughput is measured with wrk if installed. httptools (requirements-bench.txt, for uvicorn's
+# --http httptools) goes into $(VENV)/bench, apart from .venv's own packages, which the tests use.
+benchmark: $(VENV)/.installed $(VENV)/bench/.installed
+	status=0; \
+	$(BIN)/python benchmarks/load_driver.py || status=1; \
+	$(BIN)/python benchmarks/wsgi_server.py || status=1; \
+	$(BIN)/python benchmarks/asgi_server.py --packages $(VENV)/bench || status=1; \
+	exit $$status
 
 binder-link: $(VENV)/.installed
 	$(BIN)/python -m gatewaylab.binder
@@ -27,6 +32,10 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -r requirements-dev.txt -e .
+	touch $@
+
+$(VENV)/bench/.installed: requirements-bench.txt $(VENV)/.installed
+	$(BIN)/python -m pip install --quiet --upgrade --target $(VENV)/bench -r requirements-bench.txt
 	touch $@
 
 clean:
