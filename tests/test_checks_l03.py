@@ -201,6 +201,14 @@ RERAISE = "raise exc_info[1].with_traceback(exc_info[2])"
 SECOND = ('elif self.status is not None:\n            raise AssertionError("start_response() called a second time '
           'without exc_info")\n')
 KEEP = "keep_alive = self.request.keep_alive and self.server_allows_keep_alive()"
+# A Response that frames its body itself, instead of with the core's ResponseBody, each time forgetting one rule.
+OWN_BODY = ("self.framing, self.body = framing, ResponseBody(framing)",
+            "self.framing, self.body, self.left = framing, ResponseBody(framing), framing.limit")
+OWN_FRAME = ("head + self.body.frame(data)", "head + self.frame(data)")
+NO_BODY = '        if not self.framing.has_body:\n            return b""\n'
+LIMIT = "        if self.left is not None:\n            data = data[:self.left]\n            self.left -= len(data)\n"
+CHUNK = "        return encode_chunk(data) if self.framing.chunked else data\n\n"
+HEAD = "    def head(self, body_length):"
 
 
 @pytest.mark.parametrize("replacements, message", [
@@ -212,9 +220,10 @@ KEEP = "keep_alive = self.request.keep_alive and self.server_allows_keep_alive()
     ([(RERAISE, 'raise RuntimeError("too late")')], "must re-raise the app's own exception"),
     ([(RERAISE, "raise type(exc_info[1])('again')")], "raised a new AppCrash"),
     ([(SECOND, "")], "a second start_response() without exc_info was accepted"),
-    ([('        if not self.framing.has_body:\n            return b""\n', "")],       # a body sent after HEAD
+    ([OWN_BODY, OWN_FRAME, (HEAD, "    def frame(self, data):\n" + LIMIT + CHUNK + HEAD)],  # a body after HEAD
      "HEAD /: bytes of body went out after the head"),
-    ([("data = data[:self.remaining]", "data = data")], "never send more bytes than the app's Content-Length"),
+    ([OWN_BODY, OWN_FRAME, (HEAD, "    def frame(self, data):\n" + NO_BODY + CHUNK + HEAD)],  # past Content-Length
+     "never send more bytes than the app's Content-Length"),
     ([(KEEP, "keep_alive = self.server_allows_keep_alive()")],                     # the client's wish ignored
      "the client asked to close (Connection: close)"),
     ([(KEEP, "keep_alive = self.request.keep_alive")], "server_allows_keep_alive() said no when the headers went out"),
@@ -222,11 +231,10 @@ KEEP = "keep_alive = self.request.keep_alive and self.server_allows_keep_alive()
               "        return self.write"),                                         # asked too early
       (KEEP, "keep_alive = self.request.keep_alive and self.allowed")], "Ask it in head(), when the headers go out"),
     ([("self.head(body_length)", "self.head(None)")], "body_length is the whole body's length"),
-    ([('(LAST_CHUNK if self.framing.chunked else b"")', 'b""')], "the client is still waiting for the end of the body"),
-    ([("return self.framing.keep_alive and not self.remaining", "return self.framing.keep_alive")],
-     "Content-Length: 10, and only 5 bytes sent"),
-    ([("return encode_chunk(data) if self.framing.chunked else data", "return data")],
-     "each piece goes out as one chunk (encode_chunk)"),
+    ([("head + self.body.end()", "head")], "the client is still waiting for the end of the body"),  # no last chunk
+    ([("return self.framing.keep_alive and not self.body.cut_short", "return self.framing.keep_alive")],
+     "Content-Length: 10, and only 5 bytes sent"),                                 # a body cut short kept alive
+    ([("head + self.body.frame(data)", "head + data")], "each piece goes out as one chunk"),  # not framed at all
     ([("        check_status(status)\n", "")], "start_response('200', [('Content-Type', 'text/plain; charset=utf-8')]) "
                                               "was accepted: a status is a code, a space and a reason phrase"),
     ([("        check_headers(headers)\n", "")], "the headers are a list of (name, value) tuples: check_headers"),
@@ -320,9 +328,11 @@ def test_the_recording_response_is_the_courses_and_records_what_run_app_does():
 # --- 03.4 handle_request and serve_connection ---------------------------------------------------------------------
 
 RETURN_TRUE = "            if not connection.request_waiting():\n                return True"
-FIVE_HUNDRED = '        if not response.headers_sent:\n            send_error(sock, HTTPError(500, "the application failed"))'
+FIVE_HUNDRED = ('        if not response.headers_sent:\n'
+                '            send_error(sock, HTTPError(500, "the application failed"))')
 HTTP_ERROR = "        send_error(connection.sock, error)\n        close_gently(connection.sock)"
-ONLY_HTTP_ERRORS = [("    except OSError:", "    except HTTPError:"), ("    except Exception:", "    except HTTPError:")]
+ONLY_HTTP_ERRORS = [("    except OSError:", "    except HTTPError:"),
+                    ("    except Exception:", "    except HTTPError:")]
 
 
 def test_serve_connection_without_its_pieces_is_told_to_run_or_solve_them_first():
@@ -361,7 +371,7 @@ def test_serve_connection_without_its_pieces_is_told_to_run_or_solve_them_first(
     ({"serve_connection": [(HTTP_ERROR, "        close_gently(connection.sock)")]},   # no answer to a bad request
      "an HTTPError (read_request and open_body raise it for a malformed request) is answered in serve_connection"),
     ({"make_environ": [(PATH, "request.path")]}, "'percent-encoded path'"),          # a piece's mistake shows too
-    ({"Response": [('        if not self.framing.has_body:\n            return b""\n', "")]}, "'HEAD /'"),
+    ({"Response": [OWN_BODY, OWN_FRAME, (HEAD, "    def frame(self, data):\n" + LIMIT + CHUNK + HEAD)]}, "'HEAD /'"),
     ({"run_app": [("for data in result:", 'for data in [b"".join(result)]:')]}, "'streaming'"),
 ])
 def test_server_mistakes_fail_with_advice(changes, message):

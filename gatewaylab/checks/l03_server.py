@@ -375,21 +375,19 @@ response_exercise = Exercise(
     hints=[
         "start_response checks (check_status, check_headers), stores self.status and self.headers, and returns "
         "self.write: nothing goes on the wire. send(data, body_length=None) puts on the wire, in one send_bytes "
-        "call, the head if it has not gone yet (self.head(body_length)) and self.frame(data). write(data) is "
-        "self.send(data). finish() sends the head if nothing did (self.head(body_length=0)), then LAST_CHUNK if the "
-        "body is chunked.",
+        "call, the head if it has not gone yet (self.head(body_length)) and self.body.frame(data). write(data) is "
+        "self.send(data). finish() sends the head if nothing did (self.head(body_length=0)), then self.body.end().",
         "head(body_length) decides the framing once, when the headers go out: keep_alive = self.request.keep_alive "
         "and self.server_allows_keep_alive(), asked now; framing = choose_framing(method, version, int(status[:3]), "
-        "self.headers, body_length, keep_alive); self.framing, self.remaining = framing, framing.limit; return "
-        "build_head(self.status, self.headers + framing.headers). frame(data): b'' if not framing.has_body; cut to "
-        "self.remaining when it is not None; encode_chunk(data) if framing.chunked. finish() returns "
-        "self.framing.keep_alive and not self.remaining.",
+        "self.headers, body_length, keep_alive) (a ValueError there is the app's broken Content-Length: raise "
+        "AssertionError); self.framing, self.body = framing, ResponseBody(framing); return build_head(self.status, "
+        "self.headers + framing.headers). finish() returns self.framing.keep_alive and not self.body.cut_short.",
         "start_response: if exc_info is not None: try: if self.headers_sent: raise exc_info[1].with_traceback("
         "exc_info[2]) finally: exc_info = None -- elif self.status is not None: raise AssertionError('start_response"
         "() called a second time without exc_info') -- then check_status(status); check_headers(headers); "
         "self.status, self.headers = status, headers; return self.write. send: if not isinstance(data, bytes) or "
         "self.status is None: raise AssertionError(...); head = b'' if self.headers_sent else self.head(body_length); "
-        "send_bytes(self.sock, head + self.frame(data)).",
+        "send_bytes(self.sock, head + self.body.frame(data)).",
     ],
 )
 
@@ -531,7 +529,8 @@ def _on_wire(wire: Wire, what: str, method: str = "GET", closed: bool = False) -
     parsed = parse_response(wire.received, what, method, closed)
     if not parsed.complete:
         raise CaseFailed(f"{what}: the client is still waiting for the end of the body. A chunked body ends with "
-                         "LAST_CHUNK (b'0\\r\\n\\r\\n'), which finish() sends", got=wire.received)
+                         "the last chunk (b'0\\r\\n\\r\\n'), which finish() sends: self.body.end()",
+                         got=wire.received)
     if parsed.extra:
         raise CaseFailed(f"{what}: bytes came after the end of the response, which the client would read as the "
                          "start of the next one", got=parsed.extra)
@@ -575,7 +574,8 @@ def _(answer):
         _headers_sent(response, True, "after the first piece")
         if not first.endswith(b"7\r\nHello, \r\n"):
             raise CaseFailed("the app gave no length and the request is HTTP/1.1, so the body is chunked: each piece "
-                             "goes out as one chunk (encode_chunk), as soon as send() gets it",
+                             "goes out as one chunk, as soon as send() gets it (self.body.frame(data), the core's "
+                             "ResponseBody, frames it)",
                              expected=b"...\r\n\r\n7\r\nHello, \r\n", got=first)
         response.send(b"world")
         keep = _finish(response, "an HTTP/1.1 request that keeps the connection")
@@ -659,8 +659,9 @@ def _(answer):
         wire.new()
         sent = wire.received.partition(b"\r\n\r\n")[2]
         if sent != b"hel":
-            raise CaseFailed(f"{what}: never send more bytes than the app's Content-Length says (framing.limit): the "
-                             "client would read the rest as the start of the next response", expected=b"hel", got=sent)
+            raise CaseFailed(f"{what}: never send more bytes than the app's Content-Length says (self.body.frame "
+                             "cuts each piece to it): the client would read the rest as the start of the next "
+                             "response", expected=b"hel", got=sent)
         parsed = _on_wire(wire, what)
         _expect_framing(parsed, what, length="3", advice="the app's own Content-Length, and nothing added")
         expect_equal(keep, True, f"{what}: what finish() returned")
@@ -672,7 +673,7 @@ def _(answer):
         if keep is not False:
             raise CaseFailed("Content-Length: 10, and only 5 bytes sent: the client waits for 5 more, and only "
                              "closing the connection ends that, so finish() returns False (self.framing.keep_alive "
-                             "and not self.remaining)", expected=False, got=keep)
+                             "and not self.body.cut_short)", expected=False, got=keep)
 
 
 @response_exercise.case("HEAD and 304: the head, never a body")
@@ -689,8 +690,8 @@ def _(answer):
             after = wire.received.partition(b"\r\n\r\n")[2]
             if after:
                 raise CaseFailed(f"{what}: bytes of body went out after the head. A response to HEAD, and a 1xx, 204 "
-                                 "or 304, has no body (framing.has_body is False): frame() sends nothing then",
-                                 got=after)
+                                 "or 304, has no body (framing.has_body is False): send every piece through "
+                                 "self.body.frame(data), which sends nothing then", got=after)
             parsed = _on_wire(wire, what, method="HEAD" if raw.startswith(b"HEAD") else "GET")
             expect_equal(parsed.status_line, f"HTTP/1.1 {status}", f"{what}: the status line")
 
@@ -959,7 +960,7 @@ def _(answer):
         expect_equal([event[1] for event in _sends(response)], [b"one ", b"two ", b"three"], "the pieces sent")
         if not response.finished:
             raise CaseFailed("response.finish() was never called: after the last piece, finish() ends the response "
-                             "(LAST_CHUNK for a chunked body, the head of an empty one)", got=response.events)
+                             "(the last chunk of a chunked body, the head of an empty one)", got=response.events)
         _expect_closed(body, "after a response that went well")
         finished = next(event[1] for event in response.events if event[0] == "finish")
         if keep is not finished:
@@ -1042,7 +1043,7 @@ def _(answer):
                              "the body was cut short", got=response.events)
         _expect_closed(body, "after the app failed half-way")
         if response.finished:
-            raise CaseFailed("finish() was called after the app failed: it sent LAST_CHUNK, and the client took a "
+            raise CaseFailed("finish() was called after the app failed: it sent the last chunk, and the client took a "
                              "body cut short for a complete one. Call finish() only after the loop, not in finally",
                              got=response.events)
     with Wire() as wire:
@@ -1269,8 +1270,8 @@ def serve_yours(serve_connection, app, name: str = "l03-yours"):
 PROBE_CHECKS = [one.name for one in probe.CHECKS if one.category != "concurrency"]
 PROBE_ADVICE = {
     "GET /": "handle_request runs server.app through run_app, with the environ make_environ builds",
-    "HEAD /": "a response to HEAD has no body: Response.frame() sends nothing when framing.has_body is False "
-              "(exercise 03.2)",
+    "HEAD /": "a response to HEAD has no body: Response.send() puts each piece through self.body.frame(), which "
+              "sends nothing then (exercise 03.2)",
     "percent-encoded path": "PATH_INFO: percent-decoded, then latin-1 (exercise 03.1)",
     "POST with Content-Length": "the body comes from open_body(request, connection.rfile, connection.sock, "
                                 "server.max_body): give make_environ both of what it returns",
