@@ -448,7 +448,9 @@ def handle_request(server, request, connection):
         keep_alive = run_app(server.app, environ, response)
     except ClientDisconnected:
         return False
-    except Exception:
+    except (Exception, SystemExit):
+        # SystemExit too: an app that calls sys.exit() has a bug, and must not stop the server
+        # (wsgiref answers it with a 500 as well). Ctrl-C, KeyboardInterrupt, still stops it.
         log.exception("error in the application, for %s %s", request.method, request.target)
         if not response.headers_sent:
             send_error(sock, HTTPError(500, "the application failed"))

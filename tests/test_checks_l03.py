@@ -360,6 +360,8 @@ def test_serve_connection_without_its_pieces_is_told_to_run_or_solve_them_first(
     ({"handle_request": [('            send_error(sock, HTTPError(500, "the application failed"))',
                           "            pass")]}, "the client should get a 500"),
     ({"handle_request": [("log.exception(", "(")]}, "tracebacks were logged"),        # the app's bug goes unseen
+    ({"handle_request": [("    except (Exception, SystemExit):", "    except Exception:")]},  # sys.exit() stops it
+     "SystemExit is not an Exception"),
     ({"handle_request": [("        while body.read(65536):\n            pass\n", "        pass\n")]},
      "were taken for the start of the next request"),                               # the unread body not drained
     ({"handle_request": [("environ = make_environ(request, body,", "environ = make_environ(request, rfile,")]},

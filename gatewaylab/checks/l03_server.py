@@ -1553,9 +1553,13 @@ def _hello(environ, start_response):
     return [b"hello from " + environ["PATH_INFO"].encode("latin-1")]
 
 
+def _exits(environ, start_response):
+    sys.exit(3)  # an app's bug: wsgiref answers it with a 500 and goes on serving, and so must yours
+
+
 def _router(environ, start_response):
     apps = {"/called": _crashes_when_called, "/iterated": _crashes_when_iterated, "/late": _crashes_after_a_piece,
-            "/echo": _echo}
+            "/echo": _echo, "/exits": _exits}
     return apps.get(environ["PATH_INFO"], _hello)(environ, start_response)
 
 
@@ -1604,6 +1608,20 @@ def _(answer):
                              "must learn of the app's bug. In handle_request's except clause, call "
                              "log.exception(...)", expected=3, got=len(crashes))
         _still_serving(server, "three failing apps")
+        what = "GET /exits, whose app calls sys.exit()"
+        advice = (f"{what}: SystemExit is not an Exception, so `except Exception` lets it through and it stops your "
+                  "server. An app's sys.exit() is the app's bug (wsgiref answers it with a 500 and goes on): catch "
+                  "it too, `except (Exception, SystemExit):`, and answer 500 as for any failure. (Leave "
+                  "KeyboardInterrupt alone: Ctrl-C must still stop the server.)")
+        with contextlib.closing(_connect(server, what)) as connection:
+            connection.send(_request("GET", "/exits"))
+            try:
+                reply = _reply(connection, what)
+            except CaseFailed:
+                raise CaseFailed(advice) from None
+            if reply.status != 500:
+                raise CaseFailed(advice, expected=500, got=reply.summary())
+        _still_serving(server, "an app that called sys.exit()")
 
 
 @serve_exercise.case("keep-alive: two requests sent together both answered, in order; Connection: close ends it",
