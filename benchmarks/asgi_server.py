@@ -11,7 +11,7 @@ server runs in its own process, lifespan off:
    which sends one request, reads its answer and stays open; at N = 1,000 and again at 5,000 of them, the growth of
    the server process's PSS (and RSS) since before the first opened, divided by N;
 3. N = 100 and 1,000 concurrent requests to an app that awaits asyncio.sleep(0.5) before answering, timed with
-   gatewaylab.load (one connection per request), best of --repeat.
+   gatewaylab.load (one connection per request), best of --repeat (the worst is printed too).
 
 Every ratio printed comes from this one run. The script exits with status 1 if a target is missed:
 - with keep-alive, gatewaylab serves >= 2x the requests per second of uvicorn-h11, and >= 0.8x uvicorn-httptools'
@@ -19,7 +19,7 @@ Every ratio printed comes from this one run. The script exits with status 1 if a
 - at 1,000 and at 5,000 idle connections, its PSS per connection is no more than either uvicorn's;
 - 100 slow requests are all answered within 0.6 s and 1,000 within 1.2 s, and no later than by either uvicorn.
 
-    python benchmarks/asgi_server.py [--duration 3] [--repeat 3] [--no-wrk] [--packages DIR]
+    python benchmarks/asgi_server.py [--duration 3] [--repeat 5] [--no-wrk] [--packages DIR]
 
 httptools is looked for in --packages (default .venv/bench, where `make benchmark` installs requirements-bench.txt),
 on top of the usual path; it is kept out of the course's environment because uvicorn's default, --http auto, would
@@ -231,8 +231,8 @@ def check_httptools(env):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--duration", type=float, default=3, help="seconds per throughput measurement (default 3)")
-    parser.add_argument("--repeat", type=int, default=3,
-                        help="throughput and slow-request measurements of each server, best kept (default 3)")
+    parser.add_argument("--repeat", type=int, default=5,
+                        help="throughput and slow-request measurements of each server, best kept (default 5)")
     parser.add_argument("--no-wrk", action="store_true", help="measure throughput with gatewaylab.load")
     parser.add_argument("--packages", type=Path, default=ROOT / ".venv" / "bench",
                         help="a folder with httptools in it, put on the servers' path (default .venv/bench)")
@@ -269,15 +269,19 @@ def main(argv=None):
 
     print(f"\nSlow requests: N concurrent requests, each waiting {DELAY} s; wall time (s) until all are answered, "
           f"best of {args.repeat}", flush=True)
-    walls = {kind: {n: float("inf") for n in SLOW_SIZES} for kind in SERVERS}
+    runs = {kind: {n: [] for n in SLOW_SIZES} for kind in SERVERS}
     with contextlib.ExitStack() as stack:
         servers = {kind: stack.enter_context(Server(kind, "slow", env)) for kind in SERVERS}
         for _ in range(args.repeat):
             for kind, server in servers.items():
                 for n in SLOW_SIZES:
-                    walls[kind][n] = min(walls[kind][n], slow_wall(server.url, n))
+                    runs[kind][n].append(slow_wall(server.url, n))
+    walls = {kind: {n: min(times) for n, times in sizes.items()} for kind, sizes in runs.items()}
     for kind in SERVERS:
-        print(f"  {kind:20} " + "   ".join(f"N={n}: {wall:5.2f}" for n, wall in walls[kind].items()))
+        # The worst run too: a wall time a second or more above the best is a connection that waited for the
+        # client's SYN to be sent again (its accept queue was full), which the best run hides.
+        print(f"  {kind:20} " + "   ".join(f"N={n}: {min(times):5.2f} (worst {max(times):5.2f})"
+                                          for n, times in runs[kind].items()))
 
     targets = []  # (what, met): met None is a figure for the record, not a target
     ours = "gatewaylab"
@@ -299,6 +303,8 @@ def main(argv=None):
             ratio = walls[ours][n] / walls[other][n]
             targets.append((f"{n} slow requests vs {other}: {walls[ours][n]:.2f} vs {walls[other][n]:.2f} s = "
                             f"{ratio:.2f}x (target <= 1x)", ratio <= 1))
+        targets.append((f"{n} slow requests, worst of {args.repeat} runs: " + ", ".join(
+            f"{kind} {max(runs[kind][n]):.2f} s" for kind in SERVERS), None))
     print("\nTargets")
     for text, met in targets:
         print(f"  {({True: 'PASS', False: 'FAIL', None: 'INFO'})[met]}  {text}")
