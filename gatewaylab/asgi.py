@@ -104,6 +104,8 @@ class RequestBody:
                 data = await self.reader.read(min(self.left, PIECE))
         except TimeoutError:
             raise ClientDisconnected("the client went silent in the request body") from None
+        except OSError as error:  # a reset: the app hears http.disconnect, as after a close
+            raise ClientDisconnected(f"the client has gone ({error!r})") from error
         if self.left and not data:
             raise ClientDisconnected("the client closed the connection in the request body")
         self.left -= len(data)
@@ -233,9 +235,9 @@ class Exchange:
         return {"type": "http.disconnect"}
 
     async def next_piece(self):
-        if self.continue_due:  # the client waits for this before it sends the body
+        if self.continue_due and self.framing is None:  # the client waits for it to send the body
             self.continue_due = False
-            await self.connection.write(CONTINUE)
+            await self.connection.write(CONTINUE)  # (never after the final head: it comes first)
         data = await self.body.read()
         self.body_given = self.body.done
         return {"type": "http.request", "body": data, "more_body": not self.body.done}
@@ -293,7 +295,10 @@ class Exchange:
     def head(self, body_length):
         """Fix the framing with the core, now that the head goes out; the head's bytes."""
         request, stopping = self.request, self.connection.server.stopping
-        keep_alive = request.keep_alive and not (stopping or self.closes)
+        # A final answer before the app asked for a body the client holds back until 100
+        # Continue: the body may never come, so the head says the connection closes after it
+        # (RFC 9110 10.1.1: a server answering before the content says whether it will close).
+        keep_alive = request.keep_alive and not (stopping or self.closes or self.continue_due)
         self.framing = choose_framing(request.method, request.version, self.status, self.fields,
                                       body_length, keep_alive)
         self.out = ResponseBody(self.framing)
@@ -321,11 +326,20 @@ class Exchange:
         self.over.set()  # an app's task still waiting in receive() hears http.disconnect
         return await self.finish(failed)
 
+    def error_answer(self, error):
+        """The core's error response, framed for this request as the core frames any response: a
+        HEAD request gets the head alone (a body after it would pass for the next response)."""
+        request = self.request
+        head, blank, text = with_date(error_response(error)).partition(b"\r\n\r\n")
+        framing = choose_framing(request.method, request.version, error.status, [], len(text),
+                                 False)
+        return head + blank + ResponseBody(framing).frame(text)
+
     async def finish(self, failed):
         if self.framing is None and (failed or self.refused):
             # Nothing has gone out yet: the client can still get a proper answer.
             error = self.refused or HTTPError(500, "the application failed")
-            await self.connection.write_quietly(with_date(error_response(error)))
+            await self.connection.write_quietly(self.error_answer(error))
             return False
         if failed or self.gone or not self.framing.keep_alive:
             return False  # after the head, only a close tells the client that the body is cut
@@ -344,6 +358,18 @@ class Exchange:
 
 # --- Connections ------------------------------------------------------------------------------
 
+class Stream(asyncio.StreamReader):
+    """asyncio's stream, which also remembers that the client has ended its side. at_eof() says
+    so only once every byte before the end has been read, and a request pipelined behind a long
+    poll stays unread until the poll is over."""
+
+    ended = False
+
+    def feed_eof(self):
+        self.ended = True
+        super().feed_eof()
+
+
 class Connection:
     """One client's connection: its stream, and its requests, one after another."""
 
@@ -354,9 +380,9 @@ class Connection:
         self.task = asyncio.current_task()
 
     def client_gone(self):
-        """Has the client closed or reset the connection? (at_eof() stays false while bytes it
-        sent before, a pipelined request, wait to be read.)"""
-        return self.reader.at_eof() or self.writer.is_closing()
+        """Has the client closed or reset the connection? (Bytes it sent before the end, a
+        pipelined request, may still wait to be read: they do not keep it here.)"""
+        return self.reader.ended or self.writer.is_closing()
 
     async def write(self, data):
         """Write, then wait for the transport to drain: a client that stops reading holds up the
@@ -367,7 +393,12 @@ class Connection:
             self.writer.write(data)
             async with asyncio.timeout(self.server.timeout):
                 await self.writer.drain()
-        except (OSError, TimeoutError) as error:
+        except TimeoutError:
+            # What waits in the buffer will never go out, and a close would wait for it to go:
+            # drop it, and the connection with it.
+            self.writer.transport.abort()
+            raise ClientDisconnected("the client has stopped reading") from None
+        except OSError as error:
             raise ClientDisconnected(f"the client has gone ({error!r})") from error
 
     async def write_quietly(self, data):
@@ -439,9 +470,12 @@ class Connection:
         except (OSError, TimeoutError):
             pass  # the client has gone already, or keeps sending
         finally:
-            self.writer.close()
+            self.writer.close()  # which waits until the buffer has gone out
             try:
-                await self.writer.wait_closed()
+                async with asyncio.timeout(self.server.timeout):
+                    await self.writer.wait_closed()
+            except TimeoutError:
+                self.writer.transport.abort()  # a client that stopped reading after the last drain
             except OSError:
                 pass
 
@@ -565,7 +599,10 @@ class ASGIServer:
             await lifespan.shutdown(0)
             raise
         self.state = lifespan.state
-        server = await asyncio.start_server(self.connected, sock=self.socket, limit=MAX_LINE + 2)
+        # What asyncio.start_server does, with a Stream for each connection's reader.
+        server = await self.loop.create_server(
+            lambda: asyncio.StreamReaderProtocol(Stream(MAX_LINE + 2), self.connected),
+            sock=self.socket)
         if on_ready is not None:
             on_ready()
         try:

@@ -242,6 +242,24 @@ def test_expect_100_continue_is_sent_when_the_app_first_asks_for_the_body():
         assert read_until_close(sock, 0.5).endswith(b"\r\n\r\ndata")
 
 
+@pytest.mark.parametrize("reads", [False, True], ids=["never reads the body", "reads it after the head"])
+def test_an_answer_before_the_app_asks_for_an_expected_body_says_close_and_no_100_follows_it(reads):
+    record = []
+
+    async def app(scope, receive, send):
+        await send(START)
+        await send({"type": "http.response.body", "body": b"early ", "more_body": True})
+        if reads:
+            record.append(await receive())  # the client sent its body anyway: it is there to read
+        await send({"type": "http.response.body", "body": b"answer"})
+
+    raw = request("POST", "/", [("Expect", "100-continue"), ("Content-Length", "4")], b"data")
+    with running(app, lifespan="off") as server:
+        reply, closed = answer_and_close(server, raw)
+    assert reply.body == b"early answer" and reply.headers["connection"] == "close" and closed
+    assert record == ([{"type": "http.request", "body": b"data", "more_body": False}] if reads else [])
+
+
 # --- send(): validation and framing -----------------------------------------------------------------------
 
 START = {"type": "http.response.start", "status": 200, "headers": []}
@@ -306,6 +324,18 @@ def test_an_app_failing_before_the_response_gets_500_and_the_server_goes_on(capl
         assert "KeyError: 'boom'" in caplog.text
         server.app = hello_app
         assert httpx.get(url(server)).text == "hello"
+
+
+def test_a_head_request_whose_app_fails_gets_the_500_head_without_its_text():
+    async def app(scope, receive, send):
+        raise KeyError("boom")
+
+    with running(app) as server, socket.create_connection(server.server_address, timeout=5) as sock:
+        sock.sendall(request("HEAD"))
+        received = read_until_close(sock)
+    assert received.startswith(b"HTTP/1.1 500 Internal Server Error\r\n")
+    assert received.endswith(b"\r\n\r\n") and received.count(b"\r\n\r\n") == 1  # nothing after the head
+    assert b"\r\nContent-Length: " in received  # (the length a GET would get, as a HEAD's answer says)
 
 
 def test_an_app_failing_after_start_but_before_any_body_still_gets_500():
@@ -424,6 +454,45 @@ def test_send_waits_for_a_client_that_stops_reading():
     wait_for(lambda: isinstance(sent[-1], OSError))
 
 
+def test_a_client_that_reads_nothing_and_keeps_its_socket_open_is_dropped_after_the_timeout():
+    """send() gives up after the timeout; the connection is then closed at once, though bytes are still buffered for
+    it (a plain close would wait for them to go out: for ever)."""
+    raised = []
+
+    async def app(scope, receive, send):
+        await send(START)
+        try:
+            while True:
+                await send({"type": "http.response.body", "body": b"x" * 2**20, "more_body": True})
+        except OSError as error:
+            raised.append(error)
+
+    with running(app, timeout=0.3, lifespan="off") as server, \
+            socket.create_connection(server.server_address, timeout=5) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+        sock.sendall(request())
+        wait_for(lambda: raised)
+        wait_for(lambda: not server.connections, timeout=2)  # the client still holds its socket, unread
+
+
+def test_a_connection_closed_with_bytes_its_client_never_reads_is_dropped_after_the_timeout():
+    """The response is complete and Connection: close, but its last bytes wait in the buffer for a client that has
+    stopped reading (send()'s last wait for the buffer ended before): the close gives up after the timeout."""
+    async def app(scope, receive, send):
+        await send(START)
+        transport = next(iter(server.connections)).writer.transport
+        while not transport.get_write_buffer_size():  # until the kernel's buffers are full
+            await send({"type": "http.response.body", "body": b"x" * 4096, "more_body": True})
+        await send({"type": "http.response.body", "body": b""})
+
+    with running(app, timeout=0.3, lifespan="off") as server, \
+            socket.create_connection(server.server_address, timeout=5) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.sendall(request(headers=[("Connection", "close")]))
+        wait_for(lambda: server.connections)
+        wait_for(lambda: not server.connections, timeout=3)
+
+
 # --- connections ----------------------------------------------------------------------------------------
 
 def test_keep_alive_follows_the_version_and_the_connection_header():
@@ -540,6 +609,48 @@ def test_a_long_poll_hears_http_disconnect_within_a_second():
         left = time.monotonic()
         wait_for(lambda: heard, timeout=3)
     assert heard[0][0] == {"type": "http.disconnect"} and heard[0][1] - left < 1.0
+
+
+def test_a_long_poll_hears_http_disconnect_though_a_pipelined_request_waits_behind_it():
+    """The client sent the start of another request behind the long poll, then closed: those bytes, unread, must not
+    hide that it has gone."""
+    waiting, heard = threading.Event(), []
+
+    async def app(scope, receive, send):
+        assert (await receive())["type"] == "http.request"
+        waiting.set()
+        heard.append(await receive())
+
+    with running(app, lifespan="off") as server:
+        sock = socket.create_connection(server.server_address, timeout=5)
+        sock.sendall(request() + b"GET /next HTTP/1.1\r\n")
+        assert waiting.wait(5)
+        sock.close()
+        wait_for(lambda: heard, timeout=2)
+        wait_for(lambda: not server.connections, timeout=2)
+    assert heard == [{"type": "http.disconnect"}]
+
+
+def test_a_client_that_resets_in_the_middle_of_its_body_is_an_http_disconnect(caplog):
+    reading, heard = threading.Event(), []
+
+    async def app(scope, receive, send):
+        heard.append(await receive())
+        reading.set()
+        try:
+            heard.append(await receive())  # the rest of the body never comes: the client resets
+        except Exception as error:
+            heard.append(error)
+
+    with running(app, lifespan="off") as server:
+        sock = socket.create_connection(server.server_address, timeout=5)
+        sock.sendall(request("POST", "/", [("Content-Length", "10")], b"abc"))
+        assert reading.wait(5)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+        sock.close()
+        wait_for(lambda: len(heard) == 2)
+    assert heard == [{"type": "http.request", "body": b"abc", "more_body": True}, {"type": "http.disconnect"}]
+    assert "error" not in caplog.text.lower()
 
 
 def test_send_after_the_client_left_raises_an_oserror_that_is_not_logged(caplog):
