@@ -610,11 +610,16 @@ class WSGIServer:
         """Stop serve_forever() and return once it has. A request being served gets `timeout`
         seconds to finish; then its connection is cut off, so that its next read or write fails."""
         self.stopping = True
+        self.wake()
         if not self.stopped.wait(self.timeout):
             serving = self.serving
             if serving is not None:
                 serving.cut()
         self.stopped.wait()
+
+    def wake(self):
+        """Make serve_forever() notice `stopping` now. This loop looks every poll_interval seconds
+        by itself, so there is nothing to do; lesson 04's server, which waits longer, wakes its."""
 
     def server_close(self):
         """Release the listening socket (after shutdown(), or if serve_forever() never ran)."""

@@ -25,7 +25,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 from gatewaylab.http1 import MAX_BODY
-from gatewaylab.wsgi import TIMEOUT, accept, check_options, listen, load_app, serve_connection
+from gatewaylab.wsgi import TIMEOUT, WSGIServer, accept, load_app, serve_connection
 
 
 class IdleConnections:
@@ -141,21 +141,20 @@ class Workers:
             connection.close()
 
 
-class PooledServer:
-    """Listens on a socket and serves its connections: in the serving thread itself (threads=1, the
-    sequential server, which no idle client can hold), or with a pool of `threads` worker
-    threads."""
+class PooledServer(WSGIServer):
+    """Lesson 03's server, serving many connections at once: it listens on a socket and serves its
+    connections in the serving thread itself (threads=1, which no idle client can hold any more), or
+    with a pool of `threads` worker threads. Shutting down, server_close() and the `with` support
+    are lesson 03's (WSGIServer's); what waits for what is new."""
 
     def __init__(self, app, host="127.0.0.1", port=8000, *, threads=1, backlog=1024,
                  timeout=TIMEOUT, max_body=MAX_BODY):
-        check_options(app, backlog, timeout, max_body)
         if not (isinstance(threads, int) and threads >= 1):
             raise ValueError(f"threads must be an int >= 1, got {threads!r}")
-        self.app, self.threads, self.timeout, self.max_body = app, threads, timeout, max_body
+        super().__init__(app, host, port, backlog=backlog, timeout=timeout, max_body=max_body)
+        self.threads = threads
         # wsgi.multithread: may the app be called from two threads at once?
         self.multithread = threads > 1
-        self.socket = listen(host, port, backlog)
-        self.server_address = self.socket.getsockname()[:2]
         # a byte on it wakes serve_forever(): see wake()
         self.waker, self.wakeup = socket.socketpair()
         self.waker.setblocking(False)
@@ -166,10 +165,6 @@ class PooledServer:
         self.selector.register(self.wakeup, selectors.EVENT_READ)
         self.idle = IdleConnections(self.selector, timeout)
         self.workers = None  # a Workers pool while serve_forever() runs, if threads > 1
-        self.serving = None  # the connection the sequential server is serving, if any
-        self.stopping = False
-        self.stopped = threading.Event()
-        self.stopped.set()
 
     def serve_forever(self, poll_interval=0.5):
         """Serve until shutdown() is called (or Ctrl-C in this thread),
@@ -238,36 +233,12 @@ class PooledServer:
         except BlockingIOError:
             pass  # the socketpair is full of wake-ups already
 
-    def shutdown(self):
-        """Stop serve_forever() and return once it has,
-        with every connection closed and every worker done.
-
-        Busy connections get `timeout` seconds to finish their response; then they are cut off, so
-        that their next read or write fails. (An app that never touches its connection, say one that
-        sleeps, still runs to its end.)
-        """
-        self.stopping = True
-        self.wake()
-        if not self.stopped.wait(self.timeout):
-            # the sequential server's request (the workers' are cut by Workers.stop)
-            serving = self.serving
-            if serving is not None:
-                serving.cut()
-        self.stopped.wait()
-
     def server_close(self):
-        """Release the listening socket (after shutdown(), or if serve_forever() never ran)."""
+        """Release the selector and its wake-up sockets, then the listening socket."""
         self.selector.close()
-        self.socket.close()
         self.waker.close()
         self.wakeup.close()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc_info):
-        self.shutdown()
-        self.server_close()
+        super().server_close()
 
 
 def make_server(app, host="127.0.0.1", port=8000, *, threads=1, backlog=1024, timeout=TIMEOUT,
