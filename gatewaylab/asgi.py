@@ -24,9 +24,8 @@ from urllib.parse import unquote
 
 from gatewaylab.http1 import (CONTINUE, HOP_BY_HOP, LINE, MAX_BODY, MAX_HEAD, MAX_LINE, PIECE,
                               REASONS, ChunkedBody, HTTPError, Request, ResponseBody,
-                              build_head, check_field, choose_framing,
-                              error_response, parse_request, request_body_length,
-                              wants_continue, with_date)
+                              build_head, check_field, choose_framing, error_answer,
+                              parse_request, request_body_length, wants_continue)
 from gatewaylab.wsgi import ClientDisconnected, listen, load_app
 
 log = logging.getLogger(__name__)
@@ -326,20 +325,11 @@ class Exchange:
         self.over.set()  # an app's task still waiting in receive() hears http.disconnect
         return await self.finish(failed)
 
-    def error_answer(self, error):
-        """The core's error response, framed for this request as the core frames any response: a
-        HEAD request gets the head alone (a body after it would pass for the next response)."""
-        request = self.request
-        head, blank, text = with_date(error_response(error)).partition(b"\r\n\r\n")
-        framing = choose_framing(request.method, request.version, error.status, [], len(text),
-                                 False)
-        return head + blank + ResponseBody(framing).frame(text)
-
     async def finish(self, failed):
         if self.framing is None and (failed or self.refused):
             # Nothing has gone out yet: the client can still get a proper answer.
             error = self.refused or HTTPError(500, "the application failed")
-            await self.connection.write_quietly(self.error_answer(error))
+            await self.connection.write_quietly(error_answer(error, self.request.method))
             return False
         if failed or self.gone or not self.framing.keep_alive:
             return False  # after the head, only a close tells the client that the body is cut
@@ -449,7 +439,7 @@ class Connection:
             raise
         except HTTPError as error:
             # A malformed or stalled request: answer, then close (where would the next one begin?)
-            await self.write_quietly(with_date(error_response(error)))
+            await self.write_quietly(error_answer(error))
         except OSError:
             pass  # the client closed or reset the connection
         except Exception:  # a bug of the server's must not stop it

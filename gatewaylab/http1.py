@@ -546,3 +546,14 @@ def with_date(response: bytes) -> bytes:
     status_line, _, rest = response.partition(b"\r\n")
     return (status_line + b"\r\nDate: " + http_date(int(time.time())).encode("latin-1")
             + b"\r\n" + rest)
+
+
+def error_answer(error: HTTPError, method: str = "GET") -> bytes:
+    """What a server sends for a refused request, or an app that failed before its response began:
+    lesson 01's error_response, with a Date. A HEAD request gets the head alone (RFC 9110 9.3.2):
+    a body after it would be read as the start of the next response."""
+    response = with_date(error_response(error))
+    if method == "HEAD":
+        head, blank, _ = response.partition(b"\r\n\r\n")
+        return head + blank
+    return response

@@ -31,9 +31,8 @@ import time
 from urllib.parse import unquote_to_bytes
 
 from gatewaylab.http1 import (CONTINUE, HOP_BY_HOP, MAX_BODY, HTTPError, ResponseBody, build_head,
-                              check_field, choose_framing, error_response,
-                              parse_request, read_chunked, request_body_length, wants_continue,
-                              with_date)
+                              check_field, choose_framing, error_answer,
+                              parse_request, read_chunked, request_body_length, wants_continue)
 
 log = logging.getLogger(__name__)
 
@@ -326,11 +325,11 @@ def close_gently(sock):
         pass  # the client is gone already
 
 
-def send_error(sock, error):
-    """Answer a request the server refuses (or an app that failed)
-    with lesson 01's error response, plus a Date."""
+def send_error(sock, error, method="GET"):
+    """Answer a request the server refuses (or an app that failed) with the core's error_answer:
+    lesson 01's error response, plus a Date, and no body for HEAD."""
     try:
-        sock.sendall(with_date(error_response(error)))
+        sock.sendall(error_answer(error, method))
     except OSError:
         pass  # the client is gone already
 
@@ -453,7 +452,7 @@ def handle_request(server, request, connection):
         # (wsgiref answers it with a 500 as well). Ctrl-C, KeyboardInterrupt, still stops it.
         log.exception("error in the application, for %s %s", request.method, request.target)
         if not response.headers_sent:
-            send_error(sock, HTTPError(500, "the application failed"))
+            send_error(sock, HTTPError(500, "the application failed"), request.method)
         # After the headers, closing is the only way to tell the client: it sees a body cut short.
         return False
     if keep_alive:

@@ -329,7 +329,7 @@ def test_the_recording_response_is_the_courses_and_records_what_run_app_does():
 
 RETURN_TRUE = "            if not connection.request_waiting():\n                return True"
 FIVE_HUNDRED = ('        if not response.headers_sent:\n'
-                '            send_error(sock, HTTPError(500, "the application failed"))')
+                '            send_error(sock, HTTPError(500, "the application failed"), request.method)')
 HTTP_ERROR = "        send_error(connection.sock, error)\n        close_gently(connection.sock)"
 ONLY_HTTP_ERRORS = [("    except OSError:", "    except HTTPError:"),
                     ("    except Exception:", "    except HTTPError:")]
@@ -355,9 +355,9 @@ def test_serve_connection_without_its_pieces_is_told_to_run_or_solve_them_first(
      "the second of two requests sent together"),
     ({"serve_connection": [(RETURN_TRUE, "            return False")]},            # keep-alive ignored
      "keep-alive was ignored"),
-    ({"handle_request": [(FIVE_HUNDRED, '        send_error(sock, HTTPError(500, "the application failed"))')]},
+    ({"handle_request": [(FIVE_HUNDRED, '        send_error(sock, HTTPError(500, "the application failed"), request.method)')]},
      "GET /late: the app failed after its 200 and first piece were on the wire, and your server then sent a 500"),
-    ({"handle_request": [('            send_error(sock, HTTPError(500, "the application failed"))',
+    ({"handle_request": [('            send_error(sock, HTTPError(500, "the application failed"), request.method)',
                           "            pass")]}, "the client should get a 500"),
     ({"handle_request": [("log.exception(", "(")]}, "tracebacks were logged"),        # the app's bug goes unseen
     ({"handle_request": [("    except (Exception, SystemExit):", "    except Exception:")]},  # sys.exit() stops it

@@ -300,3 +300,12 @@ def test_response_body_frames_cuts_and_ends_as_the_framing_says():
     assert short.cut_short  # the client waits for 2 more bytes: only a close ends that
     head = ResponseBody(choose_framing("HEAD", "HTTP/1.1", 200, [("Content-Length", "4")], None, True))
     assert head.frame(b"abcd") == b"" and not head.cut_short  # HEAD: no body, nothing owed
+
+
+def test_an_error_answer_to_head_is_the_head_alone():
+    from gatewaylab.http1 import HTTPError, error_answer
+
+    whole = error_answer(HTTPError(500, "the application failed"))
+    head_only = error_answer(HTTPError(500, "the application failed"), "HEAD")
+    assert whole.startswith(head_only) and whole != head_only and head_only.endswith(b"\r\n\r\n")
+    assert b"Date: " in head_only and b"Content-Length: " in head_only  # the length a GET would get

@@ -1018,3 +1018,16 @@ def test_the_sequential_server_says_it_is_not_multithreaded():
     with running(app, threads=3) as server:
         httpx.get(url(server))
     assert seen == [False, True]
+
+
+@pytest.mark.parametrize("threads", [None, 2])
+def test_a_head_request_whose_app_fails_gets_the_500_head_without_its_text(threads):
+    def fails(environ, start_response):
+        raise KeyError("user_id")
+
+    with running(fails, **({} if threads is None else {"threads": threads})) as server:
+        with socket.create_connection(server.server_address, timeout=5) as sock:
+            sock.sendall(request("HEAD", headers=[("Connection", "close")]))
+            answer = read_until_close(sock, 3)
+    head, blank, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 500 ") and blank and body == b""  # RFC 9110 9.3.2: no body for HEAD
