@@ -31,7 +31,7 @@ class SolutionNotebook:
         self.exercises: dict[str, str] = {}  # exercise id -> name of the function its check cell checks
         for source in cells:
             if "### BEGIN SOLUTION" in source:
-                name = next(n.name for n in ast.parse(source).body if isinstance(n, (ast.FunctionDef, ast.ClassDef)))
+                name = next(n.name for n in ast.parse(source).body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)))
                 self.answers[name] = source
             for exercise_id, name in CHECK_CALL.findall(source):
                 self.exercises[exercise_id] = name
