@@ -563,6 +563,7 @@ class ASGIServer:
             raise ValueError("timeout must be > 0, grace and max_body >= 0")
         self.app, self.lifespan = app, lifespan
         self.timeout, self.grace, self.max_body = timeout, grace, max_body
+        self.backlog = backlog
         self.socket = listen(host, port, backlog)
         self.server_address = self.socket.getsockname()[:2]
         self.state = {}  # the lifespan state, copied into every request's scope
@@ -589,10 +590,11 @@ class ASGIServer:
             await lifespan.shutdown(0)
             raise
         self.state = lifespan.state
-        # What asyncio.start_server does, with a Stream for each connection's reader.
+        # What asyncio.start_server does, with a Stream for each connection's reader. It calls
+        # listen() again, with a backlog of 100 unless given ours.
         server = await self.loop.create_server(
             lambda: asyncio.StreamReaderProtocol(Stream(MAX_LINE + 2), self.connected),
-            sock=self.socket)
+            sock=self.socket, backlog=self.backlog)
         if on_ready is not None:
             on_ready()
         try:

@@ -7,6 +7,7 @@ import logging
 import os
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import threading
@@ -800,6 +801,24 @@ def test_serve_leaves_no_task_or_socket_behind():
         assert server.socket.fileno() == -1
 
     asyncio.run(scenario())
+
+
+def listen_backlog(sock):
+    """The accept queue's length limit of a listening socket, as the kernel has it (what `ss -ltn` shows as
+    Send-Q): Linux's TCP_INFO gives it, for a listening socket, in tcpi_sacked (after 8 one-byte fields and 5
+    four-byte ones)."""
+    info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 104)
+    return struct.unpack_from("8B6I", info)[13]
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads the backlog with Linux's TCP_INFO")
+def test_the_socket_listens_with_the_servers_backlog_not_asyncios_default_of_100():
+    most = int(Path("/proc/sys/net/core/somaxconn").read_text())  # the kernel caps every backlog there
+    if most <= 100:
+        pytest.skip("somaxconn is too low to tell a backlog from asyncio's default")
+    for options, backlog in (({"backlog": 300}, 300), ({}, 1024)):  # 1,024: the default
+        with running(hello_app, **options) as server:
+            assert listen_backlog(server.socket) == min(backlog, most)
 
 
 def test_bad_arguments_are_refused_clearly():
