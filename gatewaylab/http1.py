@@ -137,16 +137,40 @@ def parse_request_line(line: bytes) -> tuple[str, str, str]:
     return method, target, version
 
 
+# Host = uri-host [ ":" port ] (RFC 9112 3.2, RFC 3986 3.2.2): an IP-literal in brackets (its
+# characters checked, not the IPv6 grammar), or a reg-name, which an IPv4 address also is: letters,
+# digits, "-._~", the sub-delims "!$&'()*+,;=" and %XX escapes. Then ":" and a port, *DIGIT.
+HOST = re.compile(r"(\[[0-9A-Fa-f:.]+\]|(?:[-A-Za-z0-9._~!$&'()*+,;=]|%[0-9A-Fa-f]{2})*)"
+                  r"(?::([0-9]*))?")
+
+
+def check_host(value: str, what: str = "Host header") -> re.Match:
+    """Refuse with 400 a value that is not uri-host [":" port];
+    the match (host, port) if it is."""
+    if "@" in value:
+        # userinfo ("user@"): RFC 9110 4.2.4 says to treat it in an http(s) URI as an error;
+        # http://bank.example@evil.example/ is for evil.example, whatever it looks like.
+        raise HTTPError(400, f"userinfo (user@) in the {what}: {value!r}")
+    match = HOST.fullmatch(value)
+    if not match:
+        raise HTTPError(400, f"invalid {what} {value!r}: it must be host or host:port")
+    return match
+
+
 def check_target_form(method: str, target: str) -> None:
     """The four forms of request-target (RFC 9112 3.2);
     anything else, a fragment included, is a 400."""
     if method == "CONNECT":  # authority-form "host:port", and only it, for CONNECT (RFC 9112 3.2.3)
-        if not re.fullmatch(r"[^/?#@]+:[0-9]+", target):
+        match = HOST.fullmatch(target)
+        if not (match and match[1] and match[2]):  # "a:b:443" and "user@h:443" are neither
             raise HTTPError(400, f"CONNECT takes host:port, got {target!r}")
     elif "#" in target:
         raise HTTPError(400, "a request target has no fragment (#...)")
-    elif not (target.startswith("/") or ABSOLUTE_FORM.fullmatch(target)
-              or (target == "*" and method == "OPTIONS")):
+    elif absolute := ABSOLUTE_FORM.fullmatch(target):
+        # an http(s) URI with an empty host is invalid (RFC 9110 4.2.1)
+        if not check_host(absolute[1], "target's authority")[1]:
+            raise HTTPError(400, f"no host in the request target {target!r}")
+    elif not (target.startswith("/") or (target == "*" and method == "OPTIONS")):
         # origin-form "/path?query", absolute-form "http://host/path?query",
         # asterisk-form "*" for OPTIONS only
         raise HTTPError(400, f"invalid request target for {method}: {target!r}")
@@ -239,11 +263,13 @@ def parse_request(rfile) -> Request | None:
     headers = parse_headers(lines[1:])
     hosts = [value for name, value in headers if name.lower() == "host"]
     # RFC 9112 3.2: a server MUST answer 400 to an HTTP/1.1 request without Host,
-    # or with more than one.
+    # with more than one, or with an invalid value.
     if len(hosts) > 1:
         raise HTTPError(400, "more than one Host header")
     if not hosts and version != "HTTP/1.0":
         raise HTTPError(400, "missing Host header")
+    if hosts:
+        check_host(hosts[0])
     return Request(method, target, version, headers)
 
 

@@ -73,6 +73,25 @@ def test_build_request_with_a_body_too_short_for_its_length_is_caught_by_uvicorn
     assert "Content-Length" in failure_messages(run_check("01.1", build_request))
 
 
+def test_build_request_always_sending_content_length_fails():
+    def build_request(method, target, host, headers=(), body=b""):  # "Content-Length: 0" for a GET too
+        return _request_text(method, target, host, headers, body) if body else \
+            _request_text(method, target, host, headers).replace(b"\r\n\r\n", b"\r\nContent-Length: 0\r\n\r\n")
+
+    message = case_message(run_check("01.1", build_request), "a GET")
+    assert "a request without a body gets no Content-Length" in message and "RFC 9110 section 8.6" in message
+
+
+def test_build_request_with_host_last_shows_expected_and_got_alike():
+    def build_request(method, target, host, headers=(), body=b""):
+        return _request_text(method, target, host, headers, body, host_last=True)
+
+    report = run_check("01.1", build_request)
+    [result] = [r for r in report.results if r.name.startswith("extra headers")]
+    assert "first header line must be Host" in result.message
+    assert result.expected == "[('Host', 'localhost:8000')]" and result.got == "[('Accept', 'text/plain')]"
+
+
 # --- 01.2 parse_status_line -------------------------------------------------------------------------------------------
 
 def test_parse_status_line_trusting_int_fails():
@@ -114,6 +133,26 @@ def test_parse_status_line_raising_the_wrong_exception_is_told_which_one():
     assert "IndexError" in failure_messages(run_check("01.2", parse_status_line))
 
 
+def _utf8_isdigit(line):
+    parts = line.decode().split(" ", 2)  # UTF-8: fails on obs-text, and lets other scripts' digits through
+    if len(parts) != 3 or not parts[0].startswith("HTTP/") or not parts[0][5:].replace(".", "", 1).isdigit() \
+            or len(parts[0]) != 8 or not (parts[1].isdigit() and len(parts[1]) == 3):
+        raise ValueError("malformed")
+    return parts[0], int(parts[1]), parts[2]
+
+
+def test_parse_status_line_decoding_utf8_crashes_on_a_latin1_reason():
+    message = case_message(run_check("01.2", _utf8_isdigit), "reason phrases")
+    assert "b'HTTP/1.1 200 \\xff' is a valid status line" in message
+    assert 'decode with .decode("latin-1")' in message and "UnicodeDecodeError" in message
+
+
+def test_parse_status_line_taking_other_scripts_digits_fails():
+    message = case_message(run_check("01.2", _utf8_isdigit), "malformed lines")
+    assert "its digits are not ASCII" in message and "must raise ValueError" in message
+    assert _utf8_isdigit("HTTP/1.1 ٢٠٠ OK".encode()) == ("HTTP/1.1", 200, "OK")  # the wrong answer it catches
+
+
 # --- 01.3 read_response -----------------------------------------------------------------------------------------------
 
 def test_read_response_waiting_for_close_times_out_with_advice():
@@ -125,7 +164,10 @@ def test_read_response_waiting_for_close_times_out_with_advice():
         lines = head.decode("latin-1").split("\r\n")
         return int(lines[0].split(" ")[1]), [tuple(x.split(": ", 1)) for x in lines[1:]], body
 
-    assert "never came" in failure_messages(run_check("01.3", read_response))
+    report = run_check("01.3", read_response)
+    assert "never came" in failure_messages(report)
+    # its body has an empty line of its own, but the fault here is the wait: the advice names it first
+    assert "stop reading when the body has Content-Length bytes" in case_message(report, "head and body in one piece")
 
 
 def test_read_response_with_a_single_recv_fails_on_trickled_bytes():
@@ -197,13 +239,26 @@ def test_read_response_looking_up_content_length_case_sensitively_is_told_why_it
     assert "header names are case-insensitive; uvicorn sends them lower-case" in message.lower()
 
 
+def test_read_response_trusting_int_with_a_content_length_fails():
+    answer = variant("read_response", ("if not (lengths[0].isascii() and lengths[0].isdigit()):", "if False:"))
+    message = case_message(run_check("01.3", answer), "a malformed Content-Length")
+    assert "'Content-Length: -1' is not a valid Content-Length" in message and "raise ValueError" in message
+
+
+def test_read_response_raising_another_exception_for_a_bad_content_length_is_told_which_one():
+    answer = variant("read_response", ('raise ValueError(f"invalid Content-Length', 'raise KeyError(f"invalid'))
+    message = case_message(run_check("01.3", answer), "a malformed Content-Length")
+    assert "raise ValueError, as the task asks; yours raised KeyError" in message
+
+
 def test_read_response_returning_the_status_as_str_fails():
     answer = variant("read_response", ('status = int(status_line.split(" ")[1])', 'status = status_line.split(" ")[1]'))
     assert "must be an int" in failure_messages(run_check("01.3", answer))
 
 
 def test_read_response_keeping_the_space_after_the_colon_fails():
-    answer = variant("read_response", ("(name, value.strip())", "(name, value)"))
+    answer = variant("read_response", ("(name, value.strip())", "(name, value)"),
+                     ("lengths = [value for", "lengths = [value.strip() for"))  # the body is still read right
     assert "X-Lesson" in failure_messages(run_check("01.3", answer))
 
 
@@ -259,6 +314,16 @@ def test_a_thread_killed_by_a_timeout_is_told_to_close_quietly_not_to_answer_400
     message = case_message(run_check("01.4", answer), "a client that connects and stays silent")
     assert "crashed with TimeoutError" in message and "close that connection quietly" in message
     assert "400" not in message
+
+
+def test_a_server_killed_by_a_client_reset_is_told_to_catch_oserror():
+    answer = variant("serve_keep_alive", ("            except OSError:\n", "            except TimeoutError:\n"))
+    report = run_check("01.4", answer)
+    assert [r.name for r in report.results if not r.passed] == \
+        ["a client that resets its connection after a request does not stop the server"], str(report)
+    message = case_message(report, "a client that resets")
+    assert "crashed with ConnectionResetError" in message or "crashed with BrokenPipeError" in message
+    assert "catch OSError, which includes them" in message
 
 
 def test_crashing_on_a_bad_content_length_is_reported():

@@ -314,6 +314,12 @@ def test_every_target_form_gives_a_path_query_and_host(line, path, query, host):
     (b"/x", b"CONNECT"),  # ... and CONNECT takes nothing else
     (b"ftp://example.org/", b"GET"),
     (b"http:///nohost", b"GET"),
+    (b"http://:80/", b"GET"),  # an empty host (RFC 9110 4.2.1)
+    (b"http://a b/", b"GET"),
+    (b"a:b:443", b"CONNECT"),  # authority-form is host ":" port, once
+    (b"user@example.org:443", b"CONNECT"),
+    (b"example.org", b"CONNECT"),  # no port
+    (b":443", b"CONNECT"),  # no host
 ])
 def test_a_target_in_no_form_is_400(target, method):
     assert status_of(method + b" " + target + b" HTTP/1.1\r\nHost: h\r\n\r\n") == 400
@@ -323,3 +329,25 @@ def test_a_target_in_no_form_is_400(target, method):
 def test_control_characters_other_than_tab_in_a_value_are_400(value):
     assert status_of(b"GET / HTTP/1.1\r\nHost: h\r\nX-V: " + value + b"\r\n\r\n") == 400
     assert parse(b"GET / HTTP/1.1\r\nHost: h\r\nX-V: a\tb\xe9\r\n\r\n").header("X-V") == "a\tb\xe9"
+
+
+def test_userinfo_in_an_absolute_form_target_is_400():
+    # RFC 9110 4.2.4: userinfo in an http(s) URI is to be treated as an error, not taken as the host
+    for target in (b"http://user@evil.com/", b"https://bank.example:pw@evil.com/x"):
+        with pytest.raises(HTTPError, match="userinfo") as caught:
+            parse(b"GET " + target + b" HTTP/1.1\r\nHost: h\r\n\r\n")
+        assert caught.value.status == 400
+
+
+@pytest.mark.parametrize("value", [b"a b/c?d", b"a, b", b"user@x", b"a:b:80", b"x:80a", b"[::1", b"a%2"])
+def test_an_invalid_host_value_is_400(value):
+    # RFC 9112 3.2: 400 for a Host header field with an invalid field value (Host = uri-host [":" port])
+    assert status_of(b"GET / HTTP/1.1\r\nHost: " + value + b"\r\n\r\n") == 400
+    assert status_of(b"GET / HTTP/1.0\r\nHost: " + value + b"\r\n\r\n") == 400
+
+
+@pytest.mark.parametrize("value", [b"example.org:8080", b"[::1]:8000", b"127.0.0.1", b"xn--caf-dma.example",
+                                   b"a%20b", b"h:", b""])
+def test_a_valid_host_value_is_kept(value):
+    # an empty value is valid: a client sends one when the target URI has no authority (RFC 9112 3.2)
+    assert parse(b"GET / HTTP/1.1\r\nHost: " + value + b"\r\n\r\n").host == value.decode()

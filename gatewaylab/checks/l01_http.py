@@ -8,6 +8,7 @@ import contextlib
 import io
 import json
 import socket
+import struct
 import threading
 import time
 
@@ -104,7 +105,7 @@ def _request_line_and_host(raw: bytes, request: http1.Request, method: str, targ
                          'and end with "\\r\\n"', expected=expected_start, got=raw[:len(expected_start) + 20])
     if not request.headers or request.headers[0][0].lower() != "host":
         raise CaseFailed("the first header line must be Host (RFC 9110 7.2: clients send it first)",
-                         expected=f"Host: {host}", got=request.headers[:1])
+                         expected=[("Host", host)], got=request.headers[:1])
     expect_equal(request.header("Host"), host, "the Host header's value")
 
 
@@ -136,6 +137,10 @@ def _(answer):
     if rest:
         raise CaseFailed("a request without a body ends right after the empty line; yours has bytes after it",
                          got=rest)
+    if request.header("Content-Length") is not None:
+        raise CaseFailed("a request without a body gets no Content-Length, as the task says: RFC 9110 section 8.6 "
+                         "says a client SHOULD NOT send one when there is no content and the method (GET here) does "
+                         "not anticipate any. Add the line only when body is not empty", got=request.headers)
 
 
 @build_request.case("extra headers come after Host, in the order given")
@@ -214,20 +219,25 @@ def _(answer):
 def _(answer):
     for line, expected in [(b"HTTP/1.0 404 Not Found", ("HTTP/1.0", 404, "Not Found")),
                            (b"HTTP/1.1 418 I'm a teapot", ("HTTP/1.1", 418, "I'm a teapot")),
-                           (b"HTTP/1.1 204 ", ("HTTP/1.1", 204, ""))]:
+                           (b"HTTP/1.1 204 ", ("HTTP/1.1", 204, "")),
+                           (b"HTTP/1.1 200 \xff", ("HTTP/1.1", 200, "\xff"))]:  # obs-text: latin-1 ÿ
         try:
             result = answer(line)
         except ValueError as error:
-            raise CaseFailed(f"{line!r} is a valid status line (a reason phrase may contain spaces, or be empty after "
-                             f"the second space), but your function raised ValueError: {error}",
-                             expected=expected) from None
+            why = ("a reason phrase may hold any byte above 0x7F (obs-text, RFC 9112 section 4), which UTF-8 "
+                   "cannot always decode: decode with .decode(\"latin-1\"), one byte to one character, never an "
+                   "error" if isinstance(error, UnicodeDecodeError) else
+                   "a reason phrase may contain spaces, or be empty after the second space")
+            raise CaseFailed(f"{line!r} is a valid status line ({why}), but your function raised "
+                             f"{type(error).__name__}: {error}", expected=expected) from None
         expect_equal(result, expected, f"parse_status_line({line!r})")
 
 
 @parse_status_line.case("malformed lines raise ValueError")
 def _(answer):
     malformed = [b"", b"HTTP/1.1 2000 OK", b"HTTP/1.1 20 OK", b"200 OK", b"HTTP/1.1 OK", b"HTTP/1.1 abc OK",
-                 b"HTTP/1.1  200 OK", b"FTP/1.1 200 OK", b"HTTP/1.1 +20 OK", b"HTTP/1.1 1_0 OK", b"HTTP/11 200 OK"]
+                 b"HTTP/1.1  200 OK", b"FTP/1.1 200 OK", b"HTTP/1.1 +20 OK", b"HTTP/1.1 1_0 OK", b"HTTP/11 200 OK",
+                 "HTTP/1.1 ٢٠٠ OK".encode(), "HTTP/١.1 200 OK".encode()]  # Arabic-Indic digits, in UTF-8
     for line in malformed:
         try:
             result = answer(line)
@@ -236,7 +246,12 @@ def _(answer):
         except Exception as error:  # the learner's exception, reported with what should have been raised instead
             raise CaseFailed(f"for the malformed line {line!r}, raise ValueError (with a message saying what is "
                              f"wrong); yours raised {type(error).__name__}: {error}") from None
-        raise CaseFailed(f"{line!r} is not a valid status line, so parse_status_line must raise ValueError, "
+        why = ""
+        if not line.isascii():
+            why = (" (its digits are not ASCII: str.isdigit(), \\d in a regular expression and int() all take "
+                   "other scripts' digits, so check with re.fullmatch(r\"[0-9]{3}\", ...); RFC 9112 DIGIT is 0-9 "
+                   "only)")
+        raise CaseFailed(f"{line!r} is not a valid status line{why}, so parse_status_line must raise ValueError, "
                          "not return a result", expected="ValueError", got=result)
 
 
@@ -261,7 +276,8 @@ read_response = Exercise(
         "ConnectionError(\"closed in the head\"); data += chunk. Then head, _, body = "
         "data.partition(b\"\\r\\n\\r\\n\"); status_line, *lines = head.decode(\"latin-1\").split(\"\\r\\n\"); "
         "status = int(status_line.split(\" \")[1]). "
-        "With length = int(the content-length value): while len(body) < length: chunk = sock.recv(length - "
+        "With the content-length value checked (value.isascii() and value.isdigit(), else raise ValueError), "
+        "length = int(value): while len(body) < length: chunk = sock.recv(length - "
         "len(body)); if not chunk: raise ConnectionError(\"closed in the body\"); body += chunk",
     ],
 )
@@ -409,9 +425,10 @@ def _(answer):
 def _(answer):
     body = b"first paragraph\r\n\r\nsecond paragraph\r\n"
     raw = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: %d\r\n\r\n" % len(body) + body
-    advice = ("the whole response arrived in one piece, and its body holds an empty line (b\"\\r\\n\\r\\n\") of its "
-              "own: only the first one ends the head. Split once, at the first (data.partition(b\"\\r\\n\\r\\n\")), "
-              "and keep everything after it as the start of the body")
+    advice = ("the whole response arrived in one piece, and no more bytes come: the server keeps the connection "
+              "open, so stop reading when the body has Content-Length bytes. Its body holds an empty line "
+              "(b\"\\r\\n\\r\\n\") of its own: only the first one ends the head. Split once, at the first "
+              "(data.partition(b\"\\r\\n\\r\\n\")), and keep everything after it as the start of the body")
     with _scripted([raw], close=False) as sock:
         status, _, got = _call_read_response(answer, sock, advice)
     if got == body.partition(b"\r\n\r\n")[0]:
@@ -431,6 +448,32 @@ def _(answer):
     if got != body:
         raise CaseFailed(f"without Content-Length, read until recv() returns b\"\" (the server closed); you returned "
                          f"{len(got)} of the {len(body)} body bytes", expected=body, got=got)
+
+
+# Content-Length values int() accepts but HTTP does not (1*DIGIT, RFC 9110 section 8.6); with -1, a loop
+# `while len(body) < length` never runs, and body[:length] cuts the last byte off.
+MALFORMED_LENGTHS = ("-1", "+3", "1_0", "٣")
+
+
+@read_response.case("a malformed Content-Length raises ValueError")
+def _(answer):
+    for value in MALFORMED_LENGTHS:
+        raw = f"HTTP/1.1 200 OK\r\nContent-Length: {value}\r\n\r\n".encode() + b"abcdefghij"
+        shown = f"Content-Length: {value}"
+        with _scripted([raw], close=True, after_close=f"{shown} is malformed: raise ValueError.") as sock:
+            try:
+                result = answer(sock)
+            except ValueError:
+                continue
+            except CaseFailed:
+                raise
+            except Exception as error:  # the learner's exception, reported with the one the task asks for
+                raise CaseFailed(f"{shown!r} is not a valid Content-Length: raise ValueError, as the task asks; yours "
+                                 f"raised {type(error).__name__}: {error}") from None
+        raise CaseFailed(f"{shown!r} is not a valid Content-Length (ASCII digits and nothing else, RFC 9110 section "
+                         "8.6), so raise ValueError instead of returning a result: int() also accepts '-1', '+3', "
+                         "'1_0' and other scripts' digits, so check value.isascii() and value.isdigit() first",
+                         expected="ValueError", got=result)
 
 
 @read_response.case("the server closes in the middle of the response: raise ConnectionError")
@@ -526,6 +569,10 @@ def _serve(answer):
             advice = ("a client that stays silent past the timeout is not a bad request: catch TimeoutError (or "
                       "OSError, which includes it) around the loop that reads requests, close that connection "
                       "quietly, and accept the next")
+        elif isinstance(server.error, ConnectionError):  # a client that left is not a bad request either
+            advice = ("a client may go away at any moment, even with a reset (ConnectionResetError, "
+                      "BrokenPipeError): catch OSError, which includes them, around the loop that serves one "
+                      "connection, close it quietly, and accept the next")
         else:
             advice = "catch what a bad request can cause, answer 400, and keep serving"
         raise CaseFailed(f"{failure.message}\nYour server's thread crashed with {crash}: {advice}",
@@ -641,6 +688,21 @@ def _(answer):
             _send(sock, b"GET /still-here HTTP/1.1\r\nHost: check\r\n\r\n", "GET /still-here")
             _expect_ok(_responses(sock).read("GET /still-here after the bad requests"), "/still-here",
                        "GET /still-here after the bad requests")
+
+
+@serve_keep_alive.case("a client that resets its connection after a request does not stop the server")
+def _(answer):
+    with _serve(answer) as server:
+        with _connect(server) as sock:
+            _send(sock, b"GET /gone HTTP/1.1\r\nHost: check\r\n\r\n", "GET /gone")
+            # SO_LINGER with a zero timeout: close() sends a reset (RST) instead of the usual goodbye (FIN), as a
+            # client that crashes or gives up does; the server's next read or write raises ConnectionResetError
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        time.sleep(0.1)  # the reset reaches the server
+        with _connect(server) as sock:
+            _send(sock, b"GET /after-reset HTTP/1.1\r\nHost: check\r\n\r\n", "GET /after-reset")
+            _expect_ok(_responses(sock).read("GET /after-reset, from a new client after the reset"),
+                       "/after-reset", "GET /after-reset")
 
 
 @serve_keep_alive.case("a client that connects and stays silent is dropped, so others get served", timeout=10.0)
