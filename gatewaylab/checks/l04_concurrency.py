@@ -11,6 +11,7 @@ have ended, before a case returns.
 import contextlib
 import math
 import socket
+import sys
 import threading
 import time
 
@@ -31,13 +32,17 @@ class SlowHandler:
     """The handle(conn) given to a learner's server: read a request head, wait `delay` s, answer; the server loop
     closes the connection. The first call waits `first` s instead, when given; call number `fail` (from 1) raises
     ConnectionResetError after reading its request, without answering. It records the most calls that ran at the
-    same time (`peak`) and the threads the calls ran in (`threads`: Thread objects, so a reused id is not missed)."""
+    same time (`peak`) and the threads the calls ran in (`threads`: Thread objects, so a reused id is not missed).
+    When `loop_thread` (the thread running the learner's accept loop) is known, each call also notes what that thread
+    was waiting in as the call ended (`loop_waits`: see _waiting_in)."""
 
     def __init__(self, delay: float, *, first: float | None = None, fail: int | None = None):
         self.delay, self.first, self.fail = delay, first, fail
         self.lock = threading.Condition()
         self.active = self.peak = self.calls = 0
         self.threads: set[threading.Thread] = set()
+        self.loop_thread: threading.Thread | None = None
+        self.loop_waits: set[str] = set()
 
     def __call__(self, conn) -> None:
         with self.lock:
@@ -57,6 +62,9 @@ class SlowHandler:
             if number == self.fail:  # as when the client resets the connection while we work
                 raise ConnectionResetError("raised on purpose by the check: the connection must be closed anyway")
             time.sleep(self.first if number == 1 and self.first is not None else self.delay)  # a slow database, say
+            if self.loop_thread is not None and self.loop_thread is not threading.current_thread():
+                if (wait := _waiting_in(self.loop_thread)) is not None:
+                    self.loop_waits.add(wait)
             conn.sendall(RESPONSE)
         finally:
             with self.lock:
@@ -66,6 +74,37 @@ class SlowHandler:
     def wait_idle(self, timeout: float) -> bool:
         with self.lock:
             return self.lock.wait_for(lambda: self.active == 0, timeout)
+
+
+def _waiting_in(thread: threading.Thread) -> str | None:
+    """Whether `thread` is blocked in one of concurrent.futures' waits that make a pool serve one connection at a time:
+    "result" (Future.result, or concurrent.futures.wait), "shutdown" (Executor.shutdown, which leaving a `with` block
+    calls); None otherwise."""
+    frame = sys._current_frames().get(thread.ident)
+    while frame is not None:
+        code = frame.f_code
+        if "concurrent" in code.co_filename and "futures" in code.co_filename:
+            if code.co_name in ("result", "wait"):
+                return "result"
+            if code.co_name in ("shutdown", "__exit__"):
+                return "shutdown"
+        frame = frame.f_back
+    return None
+
+
+def _serialising_wait(handler: SlowHandler) -> str | None:
+    """What to say when the accept loop was seen waiting for a job of its pool while handle(conn) ran."""
+    if "result" in handler.loop_waits:
+        return ("while handle(conn) ran, your accept loop was waiting in Future.result(): pool.submit(...).result() "
+                "waits until that connection has been served, so accept() is not called again until then, and the "
+                "pool serves one connection at a time. Submit, and go straight back to accept(): don't wait for the "
+                "future")
+    if "shutdown" in handler.loop_waits:
+        return ("while handle(conn) ran, your accept loop was waiting for the pool to shut down: leaving a "
+                "`with ThreadPoolExecutor(...)` block waits for every job in it, so a with-block around each "
+                "connection holds up accept() until that connection has been served. Make one pool, with the whole "
+                "accept loop inside its with-block")
+    return None
 
 
 @contextlib.contextmanager
@@ -81,9 +120,13 @@ def _running(exercise_id: str, loop, handler: SlowHandler):
         else:
             previous_hook(args)
 
+    def run(listener):
+        handler.loop_thread = threading.current_thread()
+        return loop(listener)
+
     threading.excepthook = keep_uncaught
     try:
-        server = serve_socket(loop, name=f"check-{exercise_id}")
+        server = serve_socket(run, name=f"check-{exercise_id}")
         failure = None
         try:
             yield server
@@ -222,10 +265,6 @@ def _(answer):
         raise CaseFailed(f"{clients} requests that each wait {delay:g} s took {result.wall:.2f} s; a thread per "
                          f"connection finishes them all in about {delay:g} s", expected=f"< {3 * delay:g} s",
                          got=f"{result.wall:.2f} s")
-    if any(not thread.daemon for thread in handler.threads):
-        raise CaseFailed("handle(conn) ran in threads that are not daemon threads (daemon=False?): a stuck one "
-                         "would keep Python from exiting. Leave daemon out, and a new thread is a daemon when the "
-                         "thread starting it is one (serve_socket's is), or pass daemon=True to say so")
 
 
 @threaded_server.case("every connection is closed after handle(conn) returns")
@@ -248,6 +287,19 @@ def _(answer):
         _disconnect_midway(server.address, 2)
         result = _send(server.url, 4, 0.1, 4)
         _all_answered(result, "4 clients after 2 others had left mid-request")
+
+
+@threaded_server.case("handle(conn) runs in daemon threads, which cannot keep Python from exiting")
+def _(answer):
+    handler = SlowHandler(0.0)
+    with _running("04.1", lambda listener: answer(listener, handler), handler) as server:
+        _all_answered(_send(server.url, 2, 0.0, 2), "2 clients at once")
+    if any(not thread.daemon for thread in handler.threads):
+        raise CaseFailed("handle(conn) ran in threads that are not daemon threads (daemon=False?): Python waits for "
+                         "every non-daemon thread before it exits, so one stuck in handle(conn) would keep it from "
+                         "exiting. Leave daemon out, and a new thread is a daemon when the thread starting it is one "
+                         "(serve_socket's is), or pass daemon=True to say so", expected="daemon threads",
+                         got="daemon=False")
 
 
 # --- 04.2 pooled_server -----------------------------------------------------------------------------------------------
@@ -283,8 +335,9 @@ def _staircase(answer, clients: int, pool: int, delay: float) -> tuple[LoadResul
                          "never runs more than pool_size at once (a thread per connection has no bound)",
                          expected=f"at most {pool}", got=handler.peak)
     if handler.peak < pool:
-        raise CaseFailed(f"only {handler.peak} handle() call(s) ran at the same time with pool_size={pool}: use "
-                         "all pool_size workers", expected=pool, got=handler.peak)
+        waits = _serialising_wait(handler)
+        raise CaseFailed(f"only {handler.peak} handle() call(s) ran at the same time with pool_size={pool}: "
+                         + (waits or "use all pool_size workers"), expected=pool, got=handler.peak)
     started = len(handler.threads)
     if started > pool:
         raise CaseFailed(f"a pool starts pool_size threads once and reuses them; yours started {started}: "
@@ -318,11 +371,13 @@ def _(answer):
     # A real pool: one worker serves the slow request while the other serves the fast ones in turn, by about 0.4 s.
     ends = sorted(record.end for record in result.records)[:4]
     if ends[-1] > 0.8:
+        advice = _serialising_wait(handler) or (
+            "Does your loop start a batch of pool_size connections and wait for all of them to end before it accepts "
+            "more? A worker that is free must take the next connection at once")
         raise CaseFailed(f"one request of {slow:g} s and four of {fast:g} s, a pool of {pool}: while one worker "
                          "serves the slow request, the other should serve the four fast ones one after another, "
-                         "done by about 0.4 s. Does your loop start a batch of pool_size connections and wait for "
-                         "all of them to end before it accepts more? A worker that is free must take the next "
-                         "connection at once", expected="the fast ones answered at about 0.1, 0.2, 0.3, 0.4 s",
+                         f"done by about 0.4 s. {advice[0].upper()}{advice[1:]}",
+                         expected="the fast ones answered at about 0.1, 0.2, 0.3, 0.4 s",
                          got=", ".join(f"{end:.2f}" for end in ends) + " s")
 
 
@@ -355,11 +410,12 @@ predict_wall_time = Exercise(
         "after another; a thread per connection serves them all at once; a pool serves `pool` at a time.",
         "sequential: clients x delay. threaded: one delay. pool: the number of rounds, ceil(clients / pool), times "
         "delay (math.ceil: 5 clients with a pool of 2 take 3 rounds, not 2.5). Check the arguments first and raise "
-        "ValueError for anything else.",
+        "ValueError for anything else: counts (clients, pool) are ints, a delay is a finite number "
+        "(math.isfinite: not NaN, not infinity).",
         "if kind == \"sequential\": return clients * delay\nif kind == \"threaded\": return float(delay)\n"
         "if kind == \"pool\": return math.ceil(clients / pool) * delay\n(after: if kind not in (\"sequential\", "
-        "\"threaded\", \"pool\") or clients < 1 or delay < 0 or (kind == \"pool\" and (pool is None or pool < 1)): "
-        "raise ValueError(...))",
+        "\"threaded\", \"pool\") or not (isinstance(clients, int) and clients >= 1) or not (math.isfinite(delay) "
+        "and delay >= 0) or (kind == \"pool\" and not (isinstance(pool, int) and pool >= 1)): raise ValueError(...))",
     ],
 )
 
@@ -405,7 +461,10 @@ def _(answer):
 @predict_wall_time.case("bad arguments raise ValueError")
 def _(answer):
     bad = [("forking", 4, 0.1, None), ("Sequential", 4, 0.1, None), ("sequential", 0, 0.1, None),
-           ("threaded", 4, -1.0, None), ("pool", 4, 0.1, None), ("pool", 4, 0.1, 0), ("pool", 4, 0.1, -1)]
+           ("threaded", 4, -1.0, None), ("pool", 4, 0.1, None), ("pool", 4, 0.1, 0), ("pool", 4, 0.1, -1),
+           # counts are ints, delays finite numbers
+           ("sequential", 2.5, 0.1, None), ("pool", 4, 0.1, 1.5), ("threaded", 4, math.nan, None),
+           ("sequential", 4, math.inf, None)]
     for kind, clients, delay, pool in bad:
         call = f"predict_wall_time({kind!r}, {clients}, {delay}, pool={pool})"
         try:
