@@ -337,6 +337,8 @@ class Exchange:
             return False  # shorter than its Content-Length: only the close ends it
         if self.continue_due:
             return False  # no 100 Continue sent: close, not drain (one of RFC 9110 10.1.1's ways)
+        if self.body.done:
+            return True  # (a GET: no body, nothing to drain)
         try:
             async with self.reading:  # what the app left of the body would pass for a request
                 while await self.body.read():
@@ -368,6 +370,7 @@ class Connection:
         self.client_address = writer.get_extra_info("peername")[:2]
         self.idle = True  # waiting for a request: a stopping server may close it at once
         self.task = asyncio.current_task()
+        self.high_water = writer.transport.get_write_buffer_limits()[1]  # drain() waits above it
 
     def client_gone(self):
         """Has the client closed or reset the connection? (Bytes it sent before the end, a
@@ -379,8 +382,10 @@ class Connection:
         app's send() (for `timeout` seconds, then it counts as gone) instead of filling memory."""
         if self.writer.is_closing():
             raise ClientDisconnected("the connection is closed")
+        self.writer.write(data)
+        if self.writer.transport.get_write_buffer_size() <= self.high_water:
+            return  # drain() would not wait: spare the timer
         try:
-            self.writer.write(data)
             async with asyncio.timeout(self.server.timeout):
                 await self.writer.drain()
         except TimeoutError:
@@ -400,22 +405,27 @@ class Connection:
     async def next_request(self):
         """The next request; None if the client closed the connection, stayed silent for
         `timeout` seconds, or the server is stopping. A request's whole head must come within
-        `timeout` seconds of its first byte, or it gets 408."""
-        self.idle = True
+        `timeout` seconds of its first byte, or it gets 408. (One timer for both waits: a timer
+        costs as much as parsing a head.)"""
+        if self.server.stopping:
+            return None
+        first, self.idle = b"", True
         try:
-            if self.server.stopping:
-                return None
-            async with asyncio.timeout(self.server.timeout):
+            async with asyncio.timeout(self.server.timeout) as deadline:
                 first = await self.reader.read(1)  # until the first byte, the connection is idle
-        except (TimeoutError, OSError):
+                self.idle = False
+                if not first:
+                    return None
+                deadline.reschedule(asyncio.get_running_loop().time() + self.server.timeout)
+                return await read_head(self.reader, first)
+        except TimeoutError:
+            if first:
+                raise HTTPError(408, "the request head did not arrive in time") from None
             return None  # an idle connection is closed without a word, as clients expect
+        except OSError:
+            return None  # the client reset the connection
         finally:
             self.idle = False
-        try:
-            async with asyncio.timeout(self.server.timeout):
-                return await read_head(self.reader, first) if first else None
-        except TimeoutError:
-            raise HTTPError(408, "the request head did not arrive in time") from None
 
     async def serve(self):
         """Serve the requests in order (pipelined ones too) until one ends the connection."""
