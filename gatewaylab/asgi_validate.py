@@ -1,0 +1,193 @@
+"""An ASGI validator, the counterpart of wsgiref.validate: a middleware that checks, against the ASGI specs (ASGI 3.0,
+HTTP spec 2.x, lifespan 2.0), the scope a server gives, every event the server hands to receive(), and every event
+the app passes to send(). A broken rule raises ASGIValidationError (an AssertionError, as wsgiref.validate's are),
+whose message says who broke which rule. Lesson 06 builds it; lesson 07 runs the learner's server under it.
+
+    app = validator(app)     # then serve it, or call it by hand: await app(scope, receive, send)
+
+WebSocket scopes pass through unchecked (lesson 09).
+"""
+
+
+class ASGIValidationError(AssertionError):
+    """A rule of the ASGI spec, broken: the message says by whom (server or app) and which rule."""
+
+
+def require(condition, message):
+    """Raise ASGIValidationError(message) unless `condition` holds."""
+    if not condition:
+        raise ASGIValidationError(message)
+
+
+def check_headers(headers, where, lower_case):
+    """Headers are a list of [name, value] pairs of bytes; in a response, names must be lower-case."""
+    require(isinstance(headers, (list, tuple)),
+            f"{where}: headers must be a list of [name, value] pairs, not {type(headers).__name__}")
+    for pair in headers:
+        require(isinstance(pair, (list, tuple)) and len(pair) == 2,
+                f"{where}: each header must be a [name, value] pair, not {pair!r}")
+        name, value = pair
+        require(isinstance(name, bytes) and isinstance(value, bytes),
+                f"{where}: header {pair!r}: name and value must be bytes (b'content-type'), not str")
+        if lower_case:
+            require(name == name.lower(),
+                    f"{where}: header name {name!r} must be lower-case ({name.lower()!r}): "
+                    "the spec says response header names must be lowercased")
+
+
+def check_http_scope(scope):
+    """The keys the HTTP spec requires of an http scope, and their types."""
+    asgi = scope.get("asgi")
+    require(isinstance(asgi, dict) and str(asgi.get("version", "")).startswith("3."),
+            f"server: scope['asgi'] must be a dict with 'version' '3.0', not {asgi!r}")
+    require(scope.get("http_version") in ("1.0", "1.1", "2"),
+            f"server: scope['http_version'] must be '1.0', '1.1' or '2', not {scope.get('http_version')!r}")
+    method = scope.get("method")
+    require(isinstance(method, str) and method == method.upper() and method,
+            f"server: scope['method'] must be an upper-case str, not {method!r}")
+    for key, kind, optional in (("scheme", str, True), ("path", str, False), ("raw_path", bytes, True),
+                                ("query_string", bytes, False), ("root_path", str, True),
+                                ("state", dict, True)):
+        value = scope.get(key)
+        require((optional and value is None) or isinstance(value, kind),
+                f"server: scope[{key!r}] must be {kind.__name__}, not {value!r}")
+    for key in ("client", "server"):
+        value = scope.get(key)
+        require(value is None or (isinstance(value, (list, tuple)) and len(value) == 2),
+                f"server: scope[{key!r}] must be [host, port] or None, not {value!r}")
+    # Request header names "should be lowercased, but it is not required" (www spec): only types are checked.
+    check_headers(scope.get("headers"), "server: scope['headers']", lower_case=False)
+
+
+class HTTPCycle:
+    """One HTTP request between a server and an app, and the order its events must keep."""
+
+    def __init__(self, scope):
+        self.scope = scope
+        self.request_ended = False  # an http.request with more_body False has arrived
+        self.disconnected = False  # http.disconnect has arrived
+        self.response = "not started"  # then "started", then "ended"
+        self.trailers = False  # the app said it will send trailers
+
+    def received(self, message):
+        """Check an event the server handed to the app's receive()."""
+        require(isinstance(message, dict), f"server: receive() returned {message!r}, not a dict")
+        kind = message.get("type")
+        if kind == "http.disconnect":
+            self.disconnected = True
+            return
+        require(kind == "http.request",
+                f"server: receive() gave {kind!r} in an http scope: only 'http.request' or 'http.disconnect'")
+        require(not self.request_ended,
+                "server: an http.request event came after the body had ended (more_body False); "
+                "after it, receive() waits for http.disconnect")
+        require(isinstance(message.get("body", b""), bytes),
+                f"server: http.request's body must be bytes, not {type(message.get('body')).__name__}")
+        require(isinstance(message.get("more_body", False), bool),
+                f"server: http.request's more_body must be True or False, not {message.get('more_body')!r}")
+        self.request_ended = not message.get("more_body", False)
+
+    def sending(self, message):
+        """Check an event the app passes to send(), before the server sees it."""
+        require(isinstance(message, dict), f"app: send() was given {message!r}, not a dict")
+        kind = message.get("type")
+        require(self.response != "ended", f"app: sent {kind!r} after the response had ended "
+                "(an http.response.body with more_body False ends it): nothing may follow")
+        if kind == "http.response.start":
+            self.start(message)
+        elif kind == "http.response.body":
+            self.body(message)
+        elif kind == "http.response.trailers" and self.trailers and self.response == "body ended":
+            check_headers(message.get("headers", []), "app: http.response.trailers", lower_case=True)
+            if not message.get("more_trailers", False):
+                self.response = "ended"
+        else:
+            require(False, f"app: sent {kind!r}: in an http scope the app sends 'http.response.start', then "
+                    "one or more 'http.response.body'")
+
+    def start(self, message):
+        require(self.response == "not started",
+                "app: sent http.response.start twice: a response has one status and one set of headers")
+        status = message.get("status")
+        require(isinstance(status, int) and not isinstance(status, bool) and 100 <= status <= 599,
+                f"app: http.response.start's status must be an int from 100 to 599, not {status!r}")
+        check_headers(message.get("headers", []), "app: http.response.start", lower_case=True)
+        self.trailers = message.get("trailers", False)
+        require(isinstance(self.trailers, bool), "app: http.response.start's trailers must be True or False")
+        self.response = "started"
+
+    def body(self, message):
+        require(self.response == "started",
+                "app: sent http.response.body before http.response.start: start the response first")
+        require(isinstance(message.get("body", b""), bytes),
+                f"app: http.response.body's body must be bytes, not {type(message.get('body')).__name__}"
+                " (encode a str: 'text'.encode())")
+        more_body = message.get("more_body", False)
+        require(isinstance(more_body, bool),
+                f"app: http.response.body's more_body must be True or False, not {more_body!r}")
+        if not more_body:
+            self.response = "body ended" if self.trailers else "ended"
+
+    def returned(self):
+        """Check the app's end: a complete response, unless the client had gone."""
+        require(self.response == "ended" or self.disconnected,
+                f"app: returned with the response {self.response}: send http.response.start, then "
+                "http.response.body until more_body is False (the server would answer 500, or cut it short)")
+
+
+class LifespanCycle:
+    """The lifespan scope: startup, then shutdown, each answered once by the app."""
+
+    def __init__(self):
+        self.phase = "waiting"  # then "startup", "started", "shutdown", "done"
+
+    def received(self, message):
+        kind = message.get("type") if isinstance(message, dict) else message
+        expected = {"waiting": "lifespan.startup", "started": "lifespan.shutdown"}.get(self.phase)
+        require(kind == expected, f"server: receive() gave {kind!r} in the lifespan scope, "
+                f"where {expected or 'nothing (the app has not answered the last event)'!r} was due")
+        self.phase = {"waiting": "startup", "started": "shutdown"}[self.phase]
+
+    def sending(self, message):
+        require(isinstance(message, dict), f"app: send() was given {message!r}, not a dict")
+        kind = message.get("type")
+        answers = {"startup": ("lifespan.startup.complete", "lifespan.startup.failed"),
+                   "shutdown": ("lifespan.shutdown.complete", "lifespan.shutdown.failed")}
+        allowed = answers.get(self.phase, ())
+        require(kind in allowed, f"app: sent {kind!r} in the lifespan scope; "
+                + (f"it answers {self.phase} with {' or '.join(allowed)}" if allowed
+                   else "nothing is due: wait for the server's next event (receive())"))
+        require(isinstance(message.get("message", ""), str), "app: a failed event's message must be a str")
+        self.phase = {"startup": "started", "shutdown": "done"}[self.phase]
+
+
+def validator(app):
+    """Wrap an ASGI app: every scope, and every event either way, is checked against the spec."""
+
+    async def validated(scope, receive, send):
+        require(isinstance(scope, dict), f"server: the scope must be a dict, not {type(scope).__name__}")
+        require(callable(receive) and callable(send), "server: receive and send must be callables")
+        kind = scope.get("type")
+        if kind == "http":
+            check_http_scope(scope)
+            cycle = HTTPCycle(scope)
+        elif kind == "lifespan":
+            require(isinstance(scope.get("state", {}), dict), "server: scope['state'] must be a dict")
+            cycle = LifespanCycle()
+        else:
+            return await app(scope, receive, send)
+
+        async def checked_receive():
+            message = await receive()
+            cycle.received(message)
+            return message
+
+        async def checked_send(message):
+            cycle.sending(message)
+            await send(message)
+
+        await app(scope, checked_receive, checked_send)
+        if kind == "http":
+            cycle.returned()
+
+    return validated
