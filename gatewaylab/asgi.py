@@ -15,6 +15,7 @@ runs in a script (await serve()) or in a thread beside a notebook (start() and s
 """
 import argparse
 import asyncio
+import functools
 import io
 import logging
 import signal
@@ -65,8 +66,11 @@ async def read_head(reader, first):
     Only the buffering is done here. Every rule of a head (its limits, its syntax, what an early
     end means) is the core's, which parses these bytes as it parses a socket's file.
     """
+    size = reader.crlf_head_size() if first != b"\n" else 0
+    if size:  # the usual case: the whole head has come, every line ending in CRLF: one read
+        return parse_request(io.BytesIO(first + await reader.readexactly(size)))
     head, line = bytearray(), first
-    while len(head) <= MAX_HEAD:
+    while len(head) <= MAX_HEAD:  # line by line: a bare LF may end a line, or the head
         if not line.endswith(b"\n"):
             line += await read_line(reader, MAX_LINE + 2)
         head += line
@@ -127,9 +131,9 @@ def make_scope(request, server_address, client_address, state):
     """The scope of one HTTP request (asgiref's specs/www.rst)."""
     headers = [(name.lower().encode("latin-1"), value.encode("latin-1"))
                for name, value in request.headers]
-    if request.host != request.header("Host"):
+    if not request.target.startswith("/") and request.host != request.header("Host"):
         # An absolute-form target's authority replaces Host (RFC 9112 3.2.2); it goes first, as
-        # the spec puts HTTP/2's :authority.
+        # the spec puts HTTP/2's :authority. (The usual target, "/path...", names no host.)
         headers = [(b"host", request.host.encode("latin-1"))] + [
             header for header in headers if header[0] != b"host"]
     return {
@@ -167,17 +171,25 @@ def response_start(message):
     if message.get("trailers", False):
         raise ValueError("this server sends no trailers (the scope offers no such extension)")
     try:
-        pairs = list(headers)
+        fields = [response_field(pair) for pair in headers]
     except TypeError:
         raise ValueError(f"headers must be an iterable of pairs, got {headers!r}") from None
-    fields = []
-    for pair in pairs:
-        if isinstance(pair, bytes) or not isinstance(pair, (list, tuple)) or len(pair) != 2 \
-                or not all(isinstance(part, bytes) for part in pair):
-            raise ValueError(f"each header must be a [name, value] pair of bytes, got {pair!r}")
-        fields.append(check_field(pair[0].decode("latin-1"), pair[1].decode("latin-1")))
     choose_framing("GET", "HTTP/1.1", status, fields, None, True)  # refuses a bad Content-Length
     return status, fields
+
+
+def response_field(pair):
+    """One [name, value] pair of bytes as the core's checked (str, str) field."""
+    if not (isinstance(pair, (list, tuple)) and len(pair) == 2
+            and isinstance(pair[0], bytes) and isinstance(pair[1], bytes)):
+        raise ValueError(f"each header must be a [name, value] pair of bytes, got {pair!r}")
+    return checked_field(*pair)
+
+
+@functools.lru_cache(maxsize=1024)
+def checked_field(name, value):
+    """An app sends the same few headers with every response: each is checked only once."""
+    return check_field(name.decode("latin-1"), value.decode("latin-1"))
 
 
 def response_body(message):
@@ -192,8 +204,9 @@ def response_body(message):
 def asks_to_close(fields):
     """Did the app send Connection: close? The core reads the options, as it does a request's."""
     values = [value for name, value in fields if name.lower() == "connection"]
-    options = Request("GET", "/", "HTTP/1.1", [("Connection", ", ".join(values))])
-    return bool(values) and not options.keep_alive
+    if not values:
+        return False
+    return not Request("GET", "/", "HTTP/1.1", [("Connection", ", ".join(values))]).keep_alive
 
 
 # --- One request and its response -------------------------------------------------------------
@@ -360,6 +373,15 @@ class Stream(asyncio.StreamReader):
     def feed_eof(self):
         self.ended = True
         super().feed_eof()
+
+    def crlf_head_size(self):
+        """The size of the head buffered, if it ends in CRLF CRLF with no bare LF before that end
+        (then it ends there); else 0. StreamReader cannot peek: this looks into its private buffer
+        without taking anything out of it."""
+        end = self._buffer.find(b"\r\n\r\n") + 4
+        if end > 3 and self._buffer.count(b"\n", 0, end) == self._buffer.count(b"\r\n", 0, end):
+            return end
+        return 0
 
 
 class Connection:
