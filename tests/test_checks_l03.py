@@ -139,6 +139,11 @@ LENGTH = 'if length is not None:\n        environ["CONTENT_LENGTH"] = str(length
     ([('"wsgi.input": body', '"wsgi.input": __import__("io").BytesIO(body.read())')],
      "wsgi.input must be the body stream"),
     ([('"wsgi.errors": sys.stderr,\n', "")], "lacks keys PEP 3333 requires: wsgi.errors"),
+    ([('"wsgi.errors": sys.stderr', '"wsgi.errors": __import__("io").StringIO()')],       # a stream nobody reads
+     "wsgi.errors must be sys.stderr"),
+    ([('"REMOTE_ADDR": client_address[0],\n', ""), ('"REMOTE_PORT": str(client_address[1]),\n', "")],
+     "the environ has no 'REMOTE_ADDR' key: the client's address, from client_address"),
+    ([('"REMOTE_PORT": str(client_address[1]),\n', "")], "the environ has no 'REMOTE_PORT' key"),
     ([('"wsgi.multithread": multithread', '"wsgi.multithread": False')],
      "multithread=True) must give wsgi.multithread True"),
     ([(TYPE_ONLY, TYPE_ONLY.replace("elif", "if"))], "HTTP_CONTENT_TYPE must not be in the environ"),  # in both
@@ -245,7 +250,21 @@ HEAD = "    def head(self, body_length):"
 def test_response_mistakes_fail_with_advice(replacements, message):
     """Each entry: a mistake put into the lesson's Response (when the head goes out, exc_info, a second call,
     framing, keep-alive, the checks on status and headers), and the advice the check must give for it."""
-    assert message in messages("03.2", "Response", *replacements)
+    text = messages("03.2", "Response", *replacements)
+    assert message in text
+    # The rule and where it goes, never the answer's own line: that is for the last hint.
+    for line in ("return self.write", "self.framing.keep_alive", "self.body.frame(", "head(body_length=0)",
+                 "keep_alive = self.request", "raise exc_info[1].with_traceback"):
+        assert line not in text, line
+
+
+def test_a_head_sent_from_start_response_is_told_only_that():
+    # Every case that goes on to judge the framing or keep-alive first looks for bytes sent by start_response.
+    sent_early = (STORE, "self.status, self.headers = status, headers\n        send_bytes(self.sock, "
+                         "self.head(None))\n        return self.write")
+    text = messages("03.2", "Response", sent_early)
+    assert "bytes went on the wire after start_response" in text
+    assert "body_length" not in text and "Ask it in head()" not in text and "re-raised" not in text, text
 
 
 def test_parse_response_reads_one_response_strictly():
@@ -299,6 +318,8 @@ CLOSE = '    finally:\n        if hasattr(result, "close"):\n            result.
     ([(SEND, "response.send(data, body_length=len(data))")],                           # a length for every piece
      "a tuple of two items: body_length is the length of the WHOLE body"),
     ([(SEND, "response.write(data)")], "a list of one item: its one piece is the whole body"),
+    ([("whole = has_one_item(result)", "whole = isinstance(result, list) and len(result) == 1")],
+     "a tuple of one item: PEP 3333: when the iterable's len() is 1"),               # a one-item tuple chunked
     ([(FINISH, "        response.finish()\n")], "run_app must return what response.finish() returned"),
     ([("    finally:\n", '    except Exception:\n        if response.headers_sent:\n            raise\n'  # a 500 here
                          '        response.start_response("500 Internal Server Error", [("Content-Type", '
@@ -316,6 +337,12 @@ def test_run_app_mistakes_fail_with_advice(replacements, message):
     assert message in messages("03.3", "run_app", *replacements)
 
 
+def test_a_buffered_body_is_told_it_was_buffered_not_about_body_length():
+    text = messages("03.3", "run_app", ("for data in result:", 'for data in [b"".join(result)]:'))
+    assert "pieces were joined and sent as one. Buffer nothing" in text
+    assert "body_length" not in text, text
+
+
 def test_the_recording_response_is_the_courses_and_records_what_run_app_does():
     with l03_server.Wire() as wire:
         response = l03_server.RecordingResponse(wire)
@@ -331,6 +358,12 @@ RETURN_TRUE = "            if not connection.request_waiting():\n               
 FIVE_HUNDRED = ('        if not response.headers_sent:\n'
                 '            send_error(sock, HTTPError(500, "the application failed"), request.method)')
 HTTP_ERROR = "        send_error(connection.sock, error)\n        close_gently(connection.sock)"
+KEEP_AFTER_500 = ("        # After the headers, closing is the only way to tell the client: it sees a body cut short.\n"
+                  "        return False")
+GENTLE = ("                if request.keep_alive or connection.request_waiting():\n"
+          "                    # The client may still be sending:\n"
+          "                    # its next request, or a body the app did not read.\n"
+          "                    close_gently(connection.sock)\n")
 ONLY_HTTP_ERRORS = [("    except OSError:", "    except HTTPError:"),
                     ("    except Exception:", "    except HTTPError:")]
 
@@ -372,6 +405,16 @@ def test_serve_connection_without_its_pieces_is_told_to_run_or_solve_them_first(
      "the 413 came, and then the connection was reset instead of closed"),
     ({"serve_connection": [(HTTP_ERROR, "        close_gently(connection.sock)")]},   # no answer to a bad request
      "an HTTPError (read_request and open_body raise it for a malformed request) is answered in serve_connection"),
+    ({"handle_request": [(KEEP_AFTER_500, "        keep_alive = True")]},            # drains, keeps the connection
+     "the 500 said Connection: close, and the server left the connection open"),
+    ({"serve_connection": [(GENTLE, "")]},                                            # closes with unread bytes
+     "the 500 came, and then the connection was reset instead of closed. The client was still sending"),
+    ({"handle_request": [("    except (Exception, SystemExit):", "    except BaseException:")]},  # swallows Ctrl-C
+     "an app raised KeyboardInterrupt (what Ctrl-C raises), and serve_connection returned False"),
+    ({"serve_connection": [("    except Exception:", "    except BaseException:")]},
+     "an app raised KeyboardInterrupt (what Ctrl-C raises), and serve_connection returned False"),
+    ({"handle_request": [("    except ClientDisconnected:\n        return False\n", "")]},  # a gone client, an app bug
+     "the app's read() raised ClientDisconnected, and your server treated it as the app's bug: it answered 500"),
     ({"make_environ": [(PATH, "request.path")]}, "'percent-encoded path'"),          # a piece's mistake shows too
     ({"Response": [OWN_BODY, OWN_FRAME, (HEAD, "    def frame(self, data):\n" + LIMIT + CHUNK + HEAD)]}, "'HEAD /'"),
     ({"run_app": [("for data in result:", 'for data in [b"".join(result)]:')]}, "'streaming'"),
@@ -381,6 +424,13 @@ def test_server_mistakes_fail_with_advice(changes, message):
     logging, the unread body, errors that end the loop, the gentle close), or into a piece they use, and the
     advice the check gives: the learner's server is exercised by real clients."""
     assert message in failure_messages(run_check("03.4", kernel(changes)["serve_connection"]))
+
+
+def test_a_server_ended_by_sys_exit_is_told_to_catch_it_in_handle_request():
+    exits = kernel({"handle_request": [("    except (Exception, SystemExit):", "    except Exception:")]})
+    text = case_message("03.4", "failing apps", exits["serve_connection"])
+    assert "Your server's loop ended with SystemExit" in text and "Catch it there, beside Exception" in text
+    assert "catch Exception in serve_connection" not in text, text
 
 
 def test_a_server_whose_loop_dies_is_told_why_and_refuses_at_once():

@@ -209,8 +209,8 @@ def _(answer):
                           ("SERVER_PORT", str(SERVER_ADDRESS[1])), ("SERVER_PROTOCOL", "HTTP/1.1")]:
         _expect_key(environ, key, expected)
     for key, expected in (("REMOTE_ADDR", CLIENT_ADDRESS[0]), ("REMOTE_PORT", str(CLIENT_ADDRESS[1]))):
-        if key in environ:
-            _expect_key(environ, key, expected, "the client's address, from client_address")
+        # Not among PEP 3333's required keys, but CGI's, and the task's: apps log and rate-limit clients by them.
+        _expect_key(environ, key, expected, "the client's address, from client_address: apps log clients by it")
     if environ.get("CONTENT_LENGTH", "") not in ("", "0"):
         raise CaseFailed("this GET has no body and no Content-Length header, and length was None: leave "
                          "CONTENT_LENGTH out", got=environ["CONTENT_LENGTH"])
@@ -219,8 +219,10 @@ def _(answer):
     if environ["wsgi.input"] is not body:
         raise CaseFailed("wsgi.input must be the body stream make_environ was given, unread: the app reads it",
                          got=environ["wsgi.input"])
-    if not callable(getattr(environ["wsgi.errors"], "write", None)):
-        raise CaseFailed("wsgi.errors must be a text stream the app can write() to, such as sys.stderr",
+    if environ["wsgi.errors"] is not sys.stderr:
+        raise CaseFailed("wsgi.errors must be sys.stderr, the server's own error stream: what an app writes there "
+                         "(warnings, tracebacks) must reach whoever runs the server, here the notebook; a stream of "
+                         "its own, such as a fresh io.StringIO(), keeps it where nobody reads it",
                          got=environ["wsgi.errors"])
     for key in ("wsgi.multiprocess", "wsgi.run_once"):
         expect_equal(environ[key], False, f"environ[{key!r}] (this server: one process, many requests)")
@@ -529,7 +531,8 @@ def _on_wire(wire: Wire, what: str, method: str = "GET", closed: bool = False) -
     parsed = parse_response(wire.received, what, method, closed)
     if not parsed.complete:
         raise CaseFailed(f"{what}: the client is still waiting for the end of the body. A chunked body ends with "
-                         "the last chunk (b'0\\r\\n\\r\\n'), which finish() sends: self.body.end()",
+                         "the last chunk (b'0\\r\\n\\r\\n'), which finish() sends after the head, if that had not gone "
+                         "yet (the core's ResponseBody makes it)",
                          got=wire.received)
     if parsed.extra:
         raise CaseFailed(f"{what}: bytes came after the end of the response, which the client would read as the "
@@ -574,8 +577,8 @@ def _(answer):
         _headers_sent(response, True, "after the first piece")
         if not first.endswith(b"7\r\nHello, \r\n"):
             raise CaseFailed("the app gave no length and the request is HTTP/1.1, so the body is chunked: each piece "
-                             "goes out as one chunk, as soon as send() gets it (self.body.frame(data), the core's "
-                             "ResponseBody, frames it)",
+                             "goes out as one chunk, as soon as send() gets it: let the core's ResponseBody, "
+                             "made in head(), frame every piece",
                              expected=b"...\r\n\r\n7\r\nHello, \r\n", got=first)
         response.send(b"world")
         keep = _finish(response, "an HTTP/1.1 request that keeps the connection")
@@ -588,7 +591,8 @@ def _(answer):
         expect_equal(parsed.body, b"Hello, world", f"{what}: the body")
         if not keep:
             raise CaseFailed(f"{what}: finish() returned False, but the client (HTTP/1.1, no Connection: close) and "
-                             "the server both keep the connection: return self.framing.keep_alive", expected=True,
+                             "the server both keep the connection: finish() returns the keep-alive decision "
+                             "choose_framing made when the headers went out", expected=True,
                              got=keep)
 
 
@@ -599,7 +603,7 @@ def _(answer):
         write = response.start_response("200 OK", [TEXT])
         if not callable(write):
             raise CaseFailed("start_response must return the write() callable (old apps send their body with it): "
-                             "return self.write", got=write)
+                             "start_response returns the response's own write method", got=write)
         write(b"written")
         if not wire.new():
             raise CaseFailed("nothing arrived after write(b'written'): write(data) sends a piece at once, as "
@@ -614,6 +618,7 @@ def _(answer):
     with Wire() as wire:
         response = _make(answer, wire)
         response.start_response("200 OK", [TEXT])
+        _expect_silence(wire, "start_response()")
         response.send(b"hello", body_length=5)
         keep = _finish(response, "send(b'hello', body_length=5)")
         what = "send(b'hello', body_length=5), the whole body"
@@ -628,11 +633,11 @@ def _(answer):
         keep = _finish(response, "an empty body")
         if not wire.new() and not wire.received:
             raise CaseFailed("after start_response('404 Not Found', ...) and finish() nothing was sent: an empty "
-                             "body still needs its head, so finish() sends it (head(body_length=0)) if nothing did")
+                             "body still needs its head, so finish() sends it, for a body of length 0, if nothing did")
         what = "start_response('404 Not Found', ...); finish()"
         parsed = _on_wire(wire, what)
         expect_equal(parsed.status_line, "HTTP/1.1 404 Not Found", f"{what}: the status line")
-        _expect_framing(parsed, what, length="0", advice="finish() with no body sent: head(body_length=0)")
+        _expect_framing(parsed, what, length="0", advice="finish() with no body sent: the head, for a body of length 0")
         expect_equal(keep, True, f"{what}: what finish() returned")
     with Wire() as wire:
         response = _make(answer, wire, b"GET /old HTTP/1.0\r\n\r\n")
@@ -659,9 +664,9 @@ def _(answer):
         wire.new()
         sent = wire.received.partition(b"\r\n\r\n")[2]
         if sent != b"hel":
-            raise CaseFailed(f"{what}: never send more bytes than the app's Content-Length says (self.body.frame "
-                             "cuts each piece to it): the client would read the rest as the start of the next "
-                             "response", expected=b"hel", got=sent)
+            raise CaseFailed(f"{what}: never send more bytes than the app's Content-Length says (the core's "
+                             "ResponseBody cuts each piece to it): the client would read the rest as the start of "
+                             "the next response", expected=b"hel", got=sent)
         parsed = _on_wire(wire, what)
         _expect_framing(parsed, what, length="3", advice="the app's own Content-Length, and nothing added")
         expect_equal(keep, True, f"{what}: what finish() returned")
@@ -672,8 +677,9 @@ def _(answer):
         keep = _finish(response, "a body shorter than its Content-Length")
         if keep is not False:
             raise CaseFailed("Content-Length: 10, and only 5 bytes sent: the client waits for 5 more, and only "
-                             "closing the connection ends that, so finish() returns False (self.framing.keep_alive "
-                             "and not self.body.cut_short)", expected=False, got=keep)
+                             "closing the connection ends that, so finish() returns False when the body came up "
+                             "short of the app's Content-Length (the ResponseBody knows: cut_short), whatever the "
+                             "framing said", expected=False, got=keep)
 
 
 @response_exercise.case("HEAD and 304: the head, never a body")
@@ -690,8 +696,8 @@ def _(answer):
             after = wire.received.partition(b"\r\n\r\n")[2]
             if after:
                 raise CaseFailed(f"{what}: bytes of body went out after the head. A response to HEAD, and a 1xx, 204 "
-                                 "or 304, has no body (framing.has_body is False): send every piece through "
-                                 "self.body.frame(data), which sends nothing then", got=after)
+                                 "or 304, has no body (the framing says so): send every piece through the core's "
+                                 "ResponseBody, which sends nothing then", got=after)
             parsed = _on_wire(wire, what, method="HEAD" if raw.startswith(b"HEAD") else "GET")
             expect_equal(parsed.status_line, f"HTTP/1.1 {status}", f"{what}: the status line")
 
@@ -702,6 +708,7 @@ def _(answer):
         allow = Allow(True)
         response = _make(answer, wire, allow=allow)
         response.start_response("200 OK", [TEXT])
+        _expect_silence(wire, "start_response()")
         allow.answer = False  # the server began to stop while the app was running
         response.send(b"bye", body_length=3)
         keep = _finish(response, "a response whose headers went out while the server was stopping")
@@ -709,8 +716,8 @@ def _(answer):
         if parsed.values("Connection") != ["close"] or keep:
             raise CaseFailed("server_allows_keep_alive() said no when the headers went out (the server had begun to "
                              "stop since start_response), yet the response did not say Connection: close, or finish() "
-                             "returned True. Ask it in head(), when the headers go out: keep_alive = "
-                             "self.request.keep_alive and self.server_allows_keep_alive()",
+                             "returned True. Ask it in head(), when the headers go out, not in start_response: the "
+                             "connection stays open only if the request wants it and the server allows it then",
                              expected=(["close"], False), got=(parsed.values("Connection"), keep))
     for raw, connection, expected, why in (
             (b"GET / HTTP/1.1\r\nHost: check\r\nConnection: close\r\n\r\n", ["close"], False,
@@ -725,8 +732,9 @@ def _(answer):
             keep = _finish(response, raw.split(b"\r\n")[0].decode())
             parsed = _on_wire(wire, raw.split(b"\r\n")[0].decode(), closed=not expected)
             if parsed.values("Connection") != connection or keep is not expected:
-                raise CaseFailed(f"{why}. Pass request.keep_alive (and the server's word) to choose_framing, and "
-                                 "return framing.keep_alive", expected=(connection, expected),
+                raise CaseFailed(f"{why}. The client's wish (request.keep_alive) and the server's word together are "
+                                 "what head() gives choose_framing, and finish() returns what the framing decided",
+                                 expected=(connection, expected),
                                  got=(parsed.values("Connection"), keep))
 
 
@@ -735,6 +743,7 @@ def _(answer):
     with Wire() as wire:
         response = _make(answer, wire)
         response.start_response("200 OK", [TEXT, ("X-Page", "menu")])
+        _expect_silence(wire, "start_response()")
         try:
             raise AppCrash("the template failed")
         except AppCrash:
@@ -774,7 +783,8 @@ def _(answer):
             except AppCrash as error:
                 if error is not crash:
                     raise CaseFailed("start_response raised a new AppCrash: re-raise the app's own exception, "
-                                     "exc_info[1] (raise exc_info[1].with_traceback(exc_info[2]))") from None
+                                     "exc_info[1], with its traceback (exc_info[2]), so the log shows where the app "
+                                     "failed") from None
             except Exception as error:
                 raise CaseFailed(f"start_response raised {type(error).__name__}: {error}. Once the headers are out, "
                                  "it must re-raise the app's own exception, exc_info[1], so the server sees the "
@@ -841,8 +851,9 @@ run_app_exercise = Exercise(
         "a try, go through the result and hand each non-empty piece to response.send() as soon as you get it (an "
         "empty piece must not make the headers go out), and return response.finish(). In the finally, call "
         "result.close() if it has one.",
-        "A list of one item is the whole body: its first piece's length is the body's, so the server can send a "
-        "Content-Length (has_one_item(result), imported from the course's server, says so). Ask before the loop, "
+        "A body of one item (a list or a tuple of one, anything whose len() is 1) is that item: its first "
+        "piece's length is the body's, so the server can send a Content-Length (PEP 3333; has_one_item(result), "
+        "imported from the course's server, asks len() and says so). Ask before the loop, "
         "then pass body_length=len(data) to send() for such a body, and None otherwise. Do not catch the app's "
         "exceptions: handle_request (03.4) answers the 500, or closes the connection, as response.headers_sent says.",
         "result = app(environ, response.start_response) -- try: whole = has_one_item(result); for data in result: "
@@ -957,6 +968,7 @@ def _(answer):
         if empty:
             raise CaseFailed("an empty piece (b'') was passed to send(), which sends the headers: skip empty pieces, "
                              "so that the app can still replace its response", got=response.events)
+        _expect_not_joined(_sends(response), [b"one ", b"two ", b"three"], "a body of four pieces, one empty")
         expect_equal([event[1] for event in _sends(response)], [b"one ", b"two ", b"three"], "the pieces sent")
         if not response.finished:
             raise CaseFailed("response.finish() was never called: after the last piece, finish() ends the response "
@@ -976,12 +988,26 @@ def _(answer):
                              "that", expected=False, got=keep)
 
 
-@run_app_exercise.case("a list of one item gets a Content-Length; a generator or a longer body is chunked")
+def _expect_not_joined(sends: list, pieces: list, what: str) -> None:
+    """The pieces sent must be the app's, one by one: a single piece that is all of them joined is a buffered body."""
+    sent = [event[1] for event in sends]
+    if len(pieces) > 1 and sent == [b"".join(pieces)]:
+        raise CaseFailed(f"{what}: the app's {len(pieces)} pieces were joined and sent as one. Buffer nothing: hand "
+                         "each piece to send() as it comes out of the loop over the result (no list(result), no "
+                         "b''.join), so that a long body streams", expected=pieces, got=sent)
+
+
+@run_app_exercise.case("a body of one item (a list, a tuple) gets a Content-Length; a generator or a longer body is "
+                       "chunked")
 def _(answer):
     for app, expected, what, advice in (
             (_app([b"hello"]), [("send", b"hello", 5)], "a list of one item",
              "its one piece is the whole body, so pass body_length=len(data) to send(), and the client gets a "
              "Content-Length (has_one_item(result) tells such a body)"),
+            (_app((b"hello",)), [("send", b"hello", 5)], "a tuple of one item",
+             "PEP 3333: when the iterable's len() is 1, its one piece is the whole body, whatever its type (a list, "
+             "a tuple, any iterable with a __len__), so pass body_length=len(data). Ask len() and take a TypeError "
+             "for 'unknown' (has_one_item(result)), rather than testing for a list"),
             (_app((b"one", b"two")), [("send", b"one", None), ("send", b"two", None)], "a tuple of two items",
              "body_length is the length of the WHOLE body, known only for a body of one item: pass None here, or "
              "the client is told the body ends after the first piece"),
@@ -990,6 +1016,7 @@ def _(answer):
         with Wire() as wire:
             response = RecordingResponse(wire)
             answer(app, _environ(), response)
+            _expect_not_joined(_sends(response), [event[1] for event in expected], what)
             if _sends(response) != expected:
                 raise CaseFailed(f"{what}: {advice}", expected=expected, got=_sends(response))
             _on_wire(wire, what)
@@ -1335,6 +1362,10 @@ def _crash_advice(error: BaseException) -> str:
         return "A piece your server uses is not defined: run the cells above first."
     if isinstance(error, http1.HTTPError):
         return f"Nothing a client sends may end the server: {MALFORMED}."
+    if isinstance(error, SystemExit):
+        return ("An app called sys.exit(): that SystemExit is the app's bug, and handle_request answers it as any "
+                "other failure of the app (a 500, or a close after the headers). Catch it there, beside Exception; "
+                "serve_connection need not see it.")
     if isinstance(error, OSError):
         return ("A client that leaves, resets the connection or stays silent shows up as an OSError: catch it in "
                 "serve_connection (except OSError: the connection is done with), so that the server goes on.")
@@ -1563,6 +1594,47 @@ def _router(environ, start_response):
     return apps.get(environ["PATH_INFO"], _hello)(environ, start_response)
 
 
+def _read_watching_reset(server, raw: bytes, what: str) -> tuple[bytes, bool]:
+    """Send ``raw`` on a plain socket and read until the server closes: (what came, whether it ended with a reset)."""
+    data, reset = b"", False
+    with socket.create_connection(server.address, timeout=SOCKET_TIMEOUT) as sock:
+        sock.sendall(raw)
+        try:
+            while piece := sock.recv(65536):
+                data += piece
+        except TimeoutError:
+            raise NoAnswerInTime(f"{what}: no complete answer and no close within {SOCKET_TIMEOUT:g} s",
+                                 got=data) from None
+        except ConnectionResetError:
+            reset = True
+    return data, reset
+
+
+UNREAD = 32768  # bytes of body the server never reads: more than a buffered reader takes, so the kernel holds some
+
+
+def _failed_with_unread_body(server) -> None:
+    """An app that fails without reading a large body, with a request pipelined behind it: the 500 must not be
+    followed by a reset (closing a socket with unread bytes in it resets the connection)."""
+    what = f"POST /called with a {UNREAD // 1024} KB body its app never reads (it fails first), and a GET after it"
+    raw = _request("POST", "/called", [("Content-Length", str(UNREAD))], b"x" * UNREAD) + _request("GET", "/next")
+    data, reset = _read_watching_reset(server, raw, what)
+    if not data.startswith(b"HTTP/1.1 500"):
+        raise CaseFailed(f"{what}: the client should get a 500, then a close", expected="HTTP/1.1 500 ...",
+                         got=data[:60])
+    if b"HTTP/1.1 200" in data:
+        raise CaseFailed(f"{what}: the GET behind it was answered after the 500, which said Connection: close. After "
+                         "a failure, handle_request returns False, and serve_connection ends the connection",
+                         got=data)
+    if reset:
+        raise CaseFailed(f"{what}: the 500 came, and then the connection was reset instead of closed. The client was "
+                         "still sending (the body, the next request), and closing a socket with unread bytes in it "
+                         "makes the kernel reset the connection; on a real network the reset can destroy the 500 "
+                         "before the client has read it (RFC 9112 9.6). When handle_request returns False and the "
+                         "client may still be sending (it wanted keep-alive, or a request is waiting), "
+                         "serve_connection calls close_gently before it returns False")
+
+
 def _still_serving(server, after: str) -> None:
     """A plain GET must be answered: nothing that went before may have ended the server's loop."""
     try:
@@ -1580,8 +1652,8 @@ def _(answer):
         for path, when in (("/called", "when called"), ("/iterated", "before its first piece of body")):
             what = f"GET {path}, whose app fails {when}"
             advice = (f"{what}: nothing of its response had gone out, so the client should get a 500: "
-                      "handle_request catches Exception from run_app and, while not response.headers_sent, "
-                      "sends send_error(connection.sock, HTTPError(500, ...))")
+                      "handle_request catches the app's exception from run_app and, while no header has gone out "
+                      "(response.headers_sent), answers it with send_error and an HTTPError of status 500")
             with contextlib.closing(_connect(server, what)) as connection:
                 connection.send(_request("GET", path))
                 try:
@@ -1590,9 +1662,13 @@ def _(answer):
                     raise CaseFailed(f"{advice}. Instead, {failure.message[len(what) + 2:]}") from None
                 if reply.status != 500:
                     raise CaseFailed(advice, expected=500, got=reply.summary())
-                if not connection.closes_within(1.0):
+                # Well before the server's idle timeout: a server that kept the connection would close it then.
+                if not connection.closes_within(SERVER_TIMEOUT / 2):
                     raise CaseFailed(f"{what}: the 500 said Connection: close, and the server left the connection "
-                                     "open: after a failure, handle_request returns False")
+                                     "open, waiting for another request: after a failure, handle_request returns "
+                                     "False at once (no draining of the body, no keep-alive), and serve_connection "
+                                     "then ends the connection")
+        _failed_with_unread_body(server)
         data = _read_until_close(server, _request("GET", "/late"), "GET /late")
         if b"HTTP/1.1 500" in data:
             raise CaseFailed("GET /late: the app failed after its 200 and first piece were on the wire, and your "
@@ -1603,11 +1679,11 @@ def _(answer):
             raise CaseFailed("GET /late: the client should get the 200 and the piece sent before the app failed, "
                              "then the connection closed, without the last chunk", got=data)
         crashes = [r for r in server.records if r.exc_info and isinstance(r.exc_info[1], AppCrash)]
-        if len(crashes) < 3:
-            raise CaseFailed(f"three apps failed, and {len(crashes)} tracebacks were logged: whoever runs the server "
+        if len(crashes) < 4:
+            raise CaseFailed(f"four apps failed, and {len(crashes)} tracebacks were logged: whoever runs the server "
                              "must learn of the app's bug. In handle_request's except clause, call "
-                             "log.exception(...)", expected=3, got=len(crashes))
-        _still_serving(server, "three failing apps")
+                             "log.exception(...)", expected=4, got=len(crashes))
+        _still_serving(server, "four failing apps")
         what = "GET /exits, whose app calls sys.exit()"
         advice = (f"{what}: SystemExit is not an Exception, so `except Exception` lets it through and it stops your "
                   "server. An app's sys.exit() is the app's bug (wsgiref answers it with a 500 and goes on): catch "
@@ -1622,6 +1698,36 @@ def _(answer):
             if reply.status != 500:
                 raise CaseFailed(advice, expected=500, got=reply.summary())
         _still_serving(server, "an app that called sys.exit()")
+
+
+def _interrupted(environ, start_response):
+    raise KeyboardInterrupt  # what Ctrl-C raises, in the thread running the server (here, the app's)
+
+
+@serve_exercise.case("Ctrl-C: a KeyboardInterrupt out of the app is not caught, and leaves serve_connection")
+def _(answer):
+    # serve_connection is called here directly, on one end of a socket pair: a server thread would end with it.
+    httpd = YourServer(_interrupted, answer, timeout=SERVER_TIMEOUT)  # not run: its attributes, as the server has
+    handler, root = _Records(), logging.getLogger()
+    root.addHandler(handler)
+    ours, theirs = socket.socketpair()
+    theirs.settimeout(SOCKET_TIMEOUT)
+    connection = wsgi.Connection(ours, CLIENT_ADDRESS, SERVER_TIMEOUT)
+    try:
+        theirs.sendall(_request("GET", "/interrupt"))
+        try:
+            returned = answer(httpd, connection)
+        except KeyboardInterrupt:
+            return
+        raise CaseFailed(f"an app raised KeyboardInterrupt (what Ctrl-C raises), and serve_connection returned "
+                         f"{returned!r}: your server caught it (except BaseException, or a bare except:), so Ctrl-C "
+                         "could not stop it. Catch only the app's errors, Exception and SystemExit, in "
+                         "handle_request, and only Exception in serve_connection: KeyboardInterrupt goes on")
+    finally:
+        root.removeHandler(handler)
+        connection.close()
+        theirs.close()
+        httpd.server_close()
 
 
 @serve_exercise.case("keep-alive: two requests sent together both answered, in order; Connection: close ends it",
@@ -1699,19 +1805,9 @@ def _(answer):
                                  got=data[:60])
         head = _request("POST", "/echo", [("Content-Length", "20000000")])
         what = "a POST announcing a 20 MB body, above server.max_body"
-        data, reset = b"", False
-        with socket.create_connection(server.address, timeout=SOCKET_TIMEOUT) as sock:
-            # The start of the body comes with the head: the server answers without reading it, so those bytes are
-            # still unread in its socket when it is done.
-            sock.sendall(head + b"x" * 32768)
-            try:
-                while piece := sock.recv(65536):
-                    data += piece
-            except TimeoutError:
-                raise NoAnswerInTime(f"{what}: no complete answer and no close within {SOCKET_TIMEOUT:g} s",
-                                     got=data) from None
-            except ConnectionResetError:
-                reset = True
+        # The start of the body comes with the head: the server answers without reading it, so those bytes are
+        # still unread in its socket when it is done.
+        data, reset = _read_watching_reset(server, head + b"x" * UNREAD, what)
         if not data.startswith(b"HTTP/1.1 413"):
             raise CaseFailed(f"{what}: {MALFORMED}", expected="HTTP/1.1 413 ...", got=data[:60])
         if reset:
@@ -1733,17 +1829,26 @@ def _reset(sock: socket.socket) -> None:
                      timeout=SERVER_CASE_TIMEOUT)
 def _(answer):
     with _serve(answer, _router) as server:
+        what = "a client sent 10 bytes of a 100-byte body and stopped sending"
+        data = b""
         with socket.create_connection(server.address, timeout=SOCKET_TIMEOUT) as sock:
             sock.sendall(_request("POST", "/echo", [("Content-Length", "100")], b"only ten b"))
             sock.shutdown(socket.SHUT_WR)  # the client sends no more: the app's read() finds the body cut short
             try:
-                while sock.recv(65536):
-                    pass
+                while piece := sock.recv(65536):
+                    data += piece
             except TimeoutError:
-                raise CaseFailed("a client sent 10 bytes of a 100-byte body and stopped sending: the server should "
-                                 "close the connection (the app's read raises ClientDisconnected), not wait") from None
+                raise CaseFailed(f"{what}: the server should close the connection (the app's read raises "
+                                 "ClientDisconnected), not wait") from None
             except ConnectionError:
                 pass
+        gone = [r for r in server.records if r.exc_info and isinstance(r.exc_info[1], OSError)]
+        if data.startswith(b"HTTP/1.1 500") or gone:
+            raise CaseFailed(f"{what}: the app's read() raised ClientDisconnected, and your server treated it as the "
+                             "app's bug: " + ("it answered 500" if data else "it logged a traceback") + ". A client "
+                             "that left is nobody's bug, and there is no one to answer: handle_request catches "
+                             "ClientDisconnected on its own, before the app's other errors, and returns False, "
+                             "without a 500 or a traceback", got=data[:60] if data else gone[0].getMessage())
         sock = socket.create_connection(server.address, timeout=SOCKET_TIMEOUT)
         sock.sendall(b"GET /reset HTTP/1.1\r\nHo")
         time.sleep(0.1)
