@@ -61,16 +61,14 @@ async def read_exactly(reader, size):
 
 
 async def read_head(reader, first):
-    """Buffer a request head (`first` is its first byte) to its blank line; parse it with the core.
+    """Buffer a request head (`first` is its first byte) line by line to its blank line (a bare
+    LF may end a line, or the head); parse it with the core.
 
     Only the buffering is done here. Every rule of a head (its limits, its syntax, what an early
     end means) is the core's, which parses these bytes as it parses a socket's file.
     """
-    size = reader.crlf_head_size() if first != b"\n" else 0
-    if size:  # the usual case: the whole head has come, every line ending in CRLF: one read
-        return parse_request(io.BytesIO(first + await reader.readexactly(size)))
     head, line = bytearray(), first
-    while len(head) <= MAX_HEAD:  # line by line: a bare LF may end a line, or the head
+    while len(head) <= MAX_HEAD:
         if not line.endswith(b"\n"):
             line += await read_line(reader, MAX_LINE + 2)
         head += line
@@ -427,8 +425,8 @@ class Connection:
     async def next_request(self):
         """The next request; None if the client closed the connection, stayed silent for
         `timeout` seconds, or the server is stopping. A request's whole head must come within
-        `timeout` seconds of its first byte, or it gets 408. (One timer for both waits: a timer
-        costs as much as parsing a head.)"""
+        `timeout` seconds of its first byte, or it gets 408. (One timer for both waits, and
+        rescheduled only for a head that is still coming: a timer costs as much as a head.)"""
         if self.server.stopping:
             return None
         first, self.idle = b"", True
@@ -438,6 +436,9 @@ class Connection:
                 self.idle = False
                 if not first:
                     return None
+                size = self.reader.crlf_head_size() if first != b"\n" else 0
+                if size:  # the usual case: the whole head has come, with CRLFs: one read, no wait
+                    return parse_request(io.BytesIO(first + await self.reader.readexactly(size)))
                 deadline.reschedule(asyncio.get_running_loop().time() + self.server.timeout)
                 return await read_head(self.reader, first)
         except TimeoutError:
