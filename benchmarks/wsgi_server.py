@@ -1,6 +1,8 @@
-"""How fast is lesson 03's WSGI server? (python benchmarks/wsgi_server.py)
+"""How fast is the course's WSGI server? (python benchmarks/wsgi_server.py)
 
-Compares gatewaylab.wsgi with wsgiref.simple_server and gunicorn's gthread worker, each run in its own process:
+Compares the course's command-line server (python -m gatewaylab.wsgi, which serves with lesson 04's
+gatewaylab.wsgi_pool on lesson 03's pieces) with wsgiref.simple_server and gunicorn's gthread worker, each run in its
+own process:
 
 1. throughput on a hello-world app, with keep-alive and with "Connection: close" on every request, measured with wrk
    if it is installed (apt-get install wrk) and with gatewaylab.load otherwise;
