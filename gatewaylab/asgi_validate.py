@@ -7,6 +7,8 @@ whose message says who broke which rule. Lesson 06 builds it; lesson 07 runs the
 
 WebSocket scopes pass through unchecked (lesson 09).
 """
+import inspect
+
 
 
 class ASGIValidationError(AssertionError):
@@ -130,9 +132,11 @@ class HTTPCycle:
 
     def returned(self):
         """Check the app's end: a complete response, unless the client had gone."""
+        unsent = " (a send() that is not awaited sends nothing)" if self.response == "not started" else ""
         require(self.response == "ended" or self.disconnected,
                 f"app: returned with the response {self.response}: send http.response.start, then "
-                "http.response.body until more_body is False (the server would answer 500, or cut it short)")
+                f"http.response.body until more_body is False{unsent} (the server would answer 500, or cut "
+                "it short)")
 
 
 class LifespanCycle:
@@ -142,10 +146,12 @@ class LifespanCycle:
         self.phase = "waiting"  # then "startup", "started", "shutdown", "done"
 
     def received(self, message):
+        require(self.phase in ("waiting", "started"), f"app: called receive() again before it answered "
+                f"lifespan.{self.phase} (with lifespan.{self.phase}.complete, or .failed)")
         kind = message.get("type") if isinstance(message, dict) else message
-        expected = {"waiting": "lifespan.startup", "started": "lifespan.shutdown"}.get(self.phase)
-        require(kind == expected, f"server: receive() gave {kind!r} in the lifespan scope, "
-                f"where {expected or 'nothing (the app has not answered the last event)'!r} was due")
+        expected = {"waiting": "lifespan.startup", "started": "lifespan.shutdown"}[self.phase]
+        require(kind == expected,
+                f"server: receive() gave {kind!r} in the lifespan scope, where {expected!r} was due")
         self.phase = {"waiting": "startup", "started": "shutdown"}[self.phase]
 
     def sending(self, message):
@@ -186,7 +192,10 @@ def validator(app):
             cycle.sending(message)
             await send(message)
 
-        await app(scope, checked_receive, checked_send)
+        result = app(scope, checked_receive, checked_send)
+        require(inspect.isawaitable(result), f"app: calling it gave {result!r}, not something to await: "
+                "an ASGI app is an `async def app(scope, receive, send)`")
+        await result
         if kind == "http":
             cycle.returned()
 

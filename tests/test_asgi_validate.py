@@ -136,6 +136,10 @@ def test_lifespan_order_is_checked():
           app, scope=scope, events=events[::-1])
 
 
+def test_an_app_that_is_not_async_is_named():
+    fails("app: calling it gave None, not something to await", lambda scope, receive, send: None)
+
+
 def test_websocket_scopes_pass_through():
     run(app_sending({"type": "websocket.accept"}, read=False), scope={"type": "websocket"})
 

@@ -1,0 +1,438 @@
+"""Lesson 06's exercises: raw ASGI apps and a middleware, each checked by what it does, through the lesson's ASGI
+validator (gatewaylab.asgi_validate), by hand and over HTTP under uvicorn.
+
+By hand, the answer runs in a fresh asyncio loop (asyncio.run) in the case's own thread, with a deadline on the loop
+(asyncio.timeout) and the grading's time limit on the thread for code that blocks it. Over HTTP, it is served by
+serve_asgi(server="uvicorn") under a name beginning with "check-06", stopped (its thread stopped too, if the answer
+blocks it) before the case returns; the validator's verdicts are collected from the served app, not only logged.
+"""
+
+import asyncio
+import socket
+import time
+
+from gatewaylab.asgi_validate import ASGIValidationError, validator
+from gatewaylab.grading import CaseFailed, Exercise, short_repr, stop_thread
+from gatewaylab.servers import serve_asgi
+from gatewaylab.wire import Connection, exchange, request
+
+DEADLINE = 3.0  # seconds a request or a call by hand may take, beyond what the case expects
+
+
+def http_scope(method="GET", path="/", query=b"", headers=(), state=None):
+    """An http scope as uvicorn gives one."""
+    scope = {"type": "http", "asgi": {"version": "3.0", "spec_version": "2.3"}, "http_version": "1.1",
+             "method": method, "scheme": "http", "path": path, "raw_path": path.encode(), "query_string": query,
+             "root_path": "", "headers": [(b"host", b"check")] + list(headers),
+             "client": ("127.0.0.1", 50000), "server": ("127.0.0.1", 8000)}
+    if state is not None:
+        scope["state"] = state
+    return scope
+
+
+class Call:
+    """The answer called by hand, under the validator: `events` are handed to receive() in turn, each after its
+    delay; then receive() waits until `disconnect_after` (None: for ever) and says http.disconnect."""
+
+    def __init__(self, app, scope, events=(), disconnect_after=None, limit=DEADLINE, late=""):
+        self.sent, self.received = [], []
+        self.took = None
+        started = time.monotonic()
+
+        async def receive():
+            if events[len(self.received):]:
+                delay, message = events[len(self.received)]
+                await asyncio.sleep(delay)
+            elif disconnect_after is None:
+                await asyncio.Event().wait()
+                message = None
+            else:
+                await asyncio.sleep(max(0.0, started + disconnect_after - time.monotonic()))
+                message = {"type": "http.disconnect"}
+            self.received.append(message)
+            return message
+
+        async def send(message):
+            self.sent.append(message)
+
+        async def main():
+            async with asyncio.timeout(limit):
+                await validator(app)(scope, receive, send)
+
+        try:
+            asyncio.run(main())
+        except ASGIValidationError as error:
+            raise CaseFailed(f"the ASGI validator: {error}") from None
+        except TimeoutError:
+            raise CaseFailed(f"your app had not returned after {limit:g} s (it was still waiting in receive() or "
+                             f"on something else); the events so far: it received {self.kinds(self.received)}, "
+                             f"sent {self.kinds(self.sent)}. {late}".rstrip()) from None
+        self.took = time.monotonic() - started
+
+    @staticmethod
+    def kinds(messages):
+        return [m.get("type") if isinstance(m, dict) else m for m in messages] or "nothing"
+
+    def response(self):
+        """(status, headers as a dict, body) of what the app sent."""
+        start = next((m for m in self.sent if m.get("type") == "http.response.start"), {})
+        body = b"".join(m.get("body", b"") for m in self.sent if m.get("type") == "http.response.body")
+        return start.get("status"), dict(start.get("headers", [])), body
+
+
+def request_events(*chunks, delay=0.0):
+    """http.request events carrying `chunks`, more_body True on all but the last."""
+    chunks = chunks or (b"",)
+    return [(delay, {"type": "http.request", "body": chunk, "more_body": i < len(chunks) - 1})
+            for i, chunk in enumerate(chunks)]
+
+
+class Served:
+    """The answer (under the validator) served by uvicorn; `errors` holds what the app raised."""
+
+    def __init__(self, app, name, **options):
+        self.errors = []
+        checked = validator(app)
+
+        async def served(scope, receive, send):
+            try:
+                await checked(scope, receive, send)
+            except Exception as error:
+                self.errors.append(error)
+                raise
+
+        options.setdefault("lifespan", "off")  # the apps of 06.1 and 06.4 know only http scopes
+        try:
+            self.server = serve_asgi(served, name=name, server="uvicorn", log_level="critical", **options)
+        except RuntimeError as error:
+            self.verdict()
+            raise CaseFailed(f"under uvicorn, the server did not start ({error}): is the lifespan scope "
+                             "passed on to the app, and answered?") from None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.server.stop(timeout=DEADLINE)
+        if self.server.thread is not None and self.server.thread.is_alive():
+            stop_thread(self.server.thread)
+            raise CaseFailed("uvicorn could not stop: your app blocks its event loop (time.sleep, a busy loop?). "
+                             "Wait with await asyncio.sleep() or await receive(), never with a blocking call")
+
+    def verdict(self):
+        for error in self.errors:
+            if isinstance(error, ASGIValidationError):
+                raise CaseFailed(f"under uvicorn, the ASGI validator: {error}")
+            raise CaseFailed(f"under uvicorn, your app raised {type(error).__name__}: {error}")
+
+    def ask(self, raw, method="GET"):
+        try:
+            reply = exchange(self.server.address, time.monotonic() + DEADLINE, raw, method)
+        except (OSError, ValueError) as error:
+            self.verdict()
+            raise CaseFailed(f"under uvicorn, no complete answer: {type(error).__name__}: {error}") from None
+        self.verdict()
+        return reply
+
+
+# --- 06.1 echo ------------------------------------------------------------------------------------------------------
+
+echo = Exercise(
+    "06.1", "Echo a body that arrives in pieces",
+    points=3,
+    answer="an async function echo(scope, receive, send)",
+    params=3,
+    timeout=15.0,
+    hints=[
+        "A request body reaches the app in one or more http.request events; every one but the last has "
+        "more_body True. Call `await receive()` until an event's more_body is False (missing means False), "
+        "joining the bodies; only then answer.",
+        "The answer is two events: await send({'type': 'http.response.start', 'status': 200, 'headers': "
+        "[(b'content-type', b'application/octet-stream')]}), then await send({'type': 'http.response.body', "
+        "'body': body}). Header names and values are bytes, names lower-case.",
+        "body, more_body = b\"\", True\nwhile more_body:\n    message = await receive()\n"
+        "    body += message.get(\"body\", b\"\")\n    more_body = message.get(\"more_body\", False)\n"
+        "await send({\"type\": \"http.response.start\", \"status\": 200,\n"
+        "            \"headers\": [(b\"content-type\", b\"application/octet-stream\")]})\n"
+        "await send({\"type\": \"http.response.body\", \"body\": body})",
+    ],
+)
+
+
+def _echoed(call, expected):
+    status, headers, body = call.response()
+    if status != 200:
+        raise CaseFailed("echo answers 200", expected=200, got=status)
+    if headers.get(b"content-type") != b"application/octet-stream":
+        raise CaseFailed("echo says what it sends back: content-type application/octet-stream (bytes, as a "
+                         "(b'content-type', b'application/octet-stream') pair)",
+                         expected=b"application/octet-stream", got=headers.get(b"content-type"))
+    if body != expected:
+        got_events = len([m for m in call.received if m and m.get("type") == "http.request"])
+        raise CaseFailed(f"the body came in several http.request events; your app read {got_events} of them. "
+                         "Read until more_body is False, joining the bodies", expected=expected, got=body)
+
+
+@echo.case("a body in three http.request events comes back whole, in one response")
+def _(answer):
+    call = Call(answer, http_scope("POST"), request_events(b"one ", b"two ", b"three", delay=0.02))
+    _echoed(call, b"one two three")
+
+
+@echo.case("a request without a body (one event, no 'body' key) gets an empty 200")
+def _(answer):
+    call = Call(answer, http_scope("GET"), [(0.0, {"type": "http.request"})])
+    _echoed(call, b"")
+
+
+@echo.case("over HTTP under uvicorn: a chunked body of 3 chunks, and a 100 kB one", timeout=20.0)
+def _(answer):
+    with Served(answer, "check-06.1") as served:
+        chunked = b"4\r\nabcd\r\n3\r\nefg\r\n1\r\nh\r\n0\r\n\r\n"
+        reply = served.ask(request("POST", "/", [("Transfer-Encoding", "chunked")], chunked), "POST")
+        if (reply.status, reply.body) != (200, b"abcdefgh"):
+            raise CaseFailed("a chunked POST of abcdefgh should come back as it was",
+                             expected=(200, b"abcdefgh"), got=(reply.status, short_repr(reply.body, 60)))
+        big = bytes(range(256)) * 400
+        reply = served.ask(request("POST", "/", [("Content-Length", str(len(big)))], big), "POST")
+        if reply.body != big:
+            raise CaseFailed("a 100 kB body (which uvicorn hands on in several events) should come back whole",
+                             expected=f"{len(big)} bytes", got=f"{len(reply.body)} bytes")
+
+
+# --- 06.2 add_header ------------------------------------------------------------------------------------------------
+
+add_header = Exercise(
+    "06.2", "A middleware that adds a header",
+    points=3,
+    answer="a function add_header(app, name, value) returning an ASGI app",
+    params=3,
+    timeout=15.0,
+    hints=[
+        "add_header returns a new app, `async def wrapped(scope, receive, send)`, that calls `await app(scope, "
+        "receive, send_with_header)`: the inner app sends through a function of yours, which adds the header to "
+        "http.response.start and passes every event on with `await send(message)`.",
+        "Only http.response.start carries headers: copy its list and append (name, value), as bytes, lower-case "
+        "(name.lower().encode('latin-1')). Body events, and every scope that is not http (lifespan), pass "
+        "through untouched.",
+        "def add_header(app, name, value):\n    pair = (name.lower().encode(\"latin-1\"), value.encode(\"latin-1\"))\n"
+        "    async def wrapped(scope, receive, send):\n        async def send_with_header(message):\n"
+        "            if message[\"type\"] == \"http.response.start\":\n"
+        "                message = {**message, \"headers\": [*message.get(\"headers\", []), pair]}\n"
+        "            await send(message)\n        await app(scope, receive, send_with_header)\n    return wrapped",
+    ],
+)
+
+
+async def _hello(scope, receive, send):
+    """The app the check wraps: streams its answer in two body events."""
+    if scope["type"] == "lifespan":
+        while (await receive())["type"] != "lifespan.shutdown":
+            await send({"type": "lifespan.startup.complete"})
+        await send({"type": "lifespan.shutdown.complete"})
+        return
+    await receive()
+    await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]})
+    await send({"type": "http.response.body", "body": b"hello, ", "more_body": True})
+    await send({"type": "http.response.body", "body": b"world"})
+
+
+def _wrapped(answer, name="X-Served-By", value="gatewaylab"):
+    wrapped = answer(_hello, name, value)
+    if not callable(wrapped):
+        raise CaseFailed("add_header(app, name, value) must return an app (a function)", got=short_repr(wrapped, 80))
+    return wrapped
+
+
+@add_header.case("the header is added to http.response.start, lower-case bytes, after the app's own")
+def _(answer):
+    call = Call(_wrapped(answer), http_scope(), request_events())
+    starts = [m for m in call.sent if m.get("type") == "http.response.start"]
+    headers = list(starts[0].get("headers", [])) if starts else []
+    if (b"x-served-by", b"gatewaylab") not in [tuple(pair) for pair in headers]:
+        raise CaseFailed("add_header(app, 'X-Served-By', 'gatewaylab') should add (b'x-served-by', b'gatewaylab') "
+                         "to http.response.start's headers", got=short_repr(headers, 120))
+    if (b"content-type", b"text/plain") not in [tuple(pair) for pair in headers]:
+        raise CaseFailed("the app's own headers must stay: append to them, don't replace them",
+                         got=short_repr(headers, 120))
+
+
+@add_header.case("every other event passes through unchanged and in order; the body is the app's")
+def _(answer):
+    call = Call(_wrapped(answer), http_scope(), request_events())
+    kinds = Call.kinds(call.sent)
+    if kinds != ["http.response.start", "http.response.body", "http.response.body"]:
+        raise CaseFailed("the app sent a start and two body events; the server should see the same",
+                         expected=["http.response.start", "http.response.body", "http.response.body"], got=kinds)
+    bodies = call.sent[1:]
+    wanted = [{"type": "http.response.body", "body": b"hello, ", "more_body": True},
+              {"type": "http.response.body", "body": b"world"}]
+    if bodies != wanted:
+        raise CaseFailed("body events carry no headers: pass them on as they are", expected=wanted, got=bodies)
+
+
+@add_header.case("over HTTP under uvicorn, with lifespan: the header arrives, the app still starts and stops",
+                 timeout=20.0)
+def _(answer):
+    lifespan = {"type": "lifespan", "asgi": {"version": "3.0"}, "state": {}}
+    call = Call(_wrapped(answer), lifespan, [(0.0, {"type": "lifespan.startup"}),
+                                             (0.0, {"type": "lifespan.shutdown"})])
+    if Call.kinds(call.sent) != ["lifespan.startup.complete", "lifespan.shutdown.complete"]:
+        raise CaseFailed("the lifespan's events must reach the server as the app sent them: pass every event on, "
+                         "with await send(message)", got=Call.kinds(call.sent))
+    with Served(_wrapped(answer, "X-Request-Source", "check"), "check-06.2", lifespan="on") as served:
+        reply = served.ask(request("GET", "/"))
+    if reply.headers.get("x-request-source") != "check" or reply.body != b"hello, world":
+        raise CaseFailed("the response should carry x-request-source: check and the app's body",
+                         expected=("check", b"hello, world"),
+                         got=(reply.headers.get("x-request-source"), reply.body))
+
+
+# --- 06.3 visits ----------------------------------------------------------------------------------------------------
+
+visits = Exercise(
+    "06.3", "Lifespan fills the state",
+    points=3,
+    answer="an async function visits(scope, receive, send)",
+    params=3,
+    timeout=20.0,
+    hints=[
+        "In the lifespan scope, the app loops: `message = await receive()`; on lifespan.startup it puts a new list "
+        "in scope['state']['visits'] and sends lifespan.startup.complete; on lifespan.shutdown it sends "
+        "lifespan.shutdown.complete and returns.",
+        "Each request's scope['state'] is a *shallow copy* of the lifespan's state: an int stored there is copied, "
+        "so adding 1 to it changes only this request's copy. A list is shared: append to it, and len() counts "
+        "the requests. Keep nothing in a global: a second server's lifespan must start again from zero.",
+        "if scope[\"type\"] == \"lifespan\":\n    while True:\n        message = await receive()\n"
+        "        if message[\"type\"] == \"lifespan.startup\":\n            scope[\"state\"][\"visits\"] = []\n"
+        "            await send({\"type\": \"lifespan.startup.complete\"})\n        else:\n"
+        "            await send({\"type\": \"lifespan.shutdown.complete\"})\n            return\n"
+        "await receive()\nscope[\"state\"][\"visits\"].append(scope[\"path\"])\n"
+        "... send 200, text/plain, f\"visit {len(scope['state']['visits'])}\".encode()",
+    ],
+)
+
+
+def _lifespan_by_hand(answer):
+    state = {}
+    call = Call(answer, {"type": "lifespan", "asgi": {"version": "3.0", "spec_version": "2.0"}, "state": state},
+                [(0.0, {"type": "lifespan.startup"}), (0.05, {"type": "lifespan.shutdown"})])
+    kinds = Call.kinds(call.sent)
+    if kinds != ["lifespan.startup.complete", "lifespan.shutdown.complete"]:
+        raise CaseFailed("the app answers lifespan.startup with lifespan.startup.complete, and lifespan.shutdown "
+                         "with lifespan.shutdown.complete, then returns",
+                         expected=["lifespan.startup.complete", "lifespan.shutdown.complete"], got=kinds)
+    return state
+
+
+@visits.case("by hand: startup puts a list in state['visits']; shutdown is answered, and the app returns")
+def _(answer):
+    state = _lifespan_by_hand(answer)
+    if not isinstance(state.get("visits"), list):
+        raise CaseFailed("after startup, scope['state']['visits'] should be a list (one the requests share)",
+                         got=short_repr(state, 80))
+
+
+@visits.case("by hand: each request gets a shallow copy of the state, and counts itself")
+def _(answer):
+    state = _lifespan_by_hand(answer)
+    bodies = []
+    for _ in range(3):
+        call = Call(answer, http_scope(state=dict(state)), request_events())
+        status, _headers, body = call.response()
+        bodies.append((status, body))
+    wanted = [(200, b"visit 1"), (200, b"visit 2"), (200, b"visit 3")]
+    if bodies != wanted:
+        raise CaseFailed("three requests, each given a copy of the lifespan's state (as servers do), should "
+                         "count 1, 2, 3: an int in the state is copied for each request, a list is shared",
+                         expected=wanted, got=bodies)
+
+
+@visits.case("over HTTP under uvicorn, twice: each server's lifespan starts counting from 1", timeout=25.0)
+def _(answer):
+    for run in ("first", "second"):
+        with Served(answer, "check-06.3", lifespan="on") as served:
+            got = [served.ask(request("GET", "/")).body for _ in range(2)]
+        if got != [b"visit 1", b"visit 2"]:
+            raise CaseFailed(f"the {run} server should answer visit 1, then visit 2: keep the count in the state "
+                             "that startup creates, not in a global", expected=[b"visit 1", b"visit 2"], got=got)
+
+
+# --- 06.4 long_poll -------------------------------------------------------------------------------------------------
+
+long_poll = Exercise(
+    "06.4", "A long poll that notices the client leave",
+    points=3,
+    answer="an async function long_poll(scope, receive, send)",
+    params=3,
+    timeout=20.0,
+    hints=[
+        "The app waits for two things at once: the time (asyncio.sleep(seconds)) and the next event "
+        "(receive()), which is http.disconnect when the client leaves. Make each a task and "
+        "`await asyncio.wait(..., return_when=asyncio.FIRST_COMPLETED)`.",
+        "Read the request first (await receive() until more_body is False). Then, if the receive task finished "
+        "first, the client has gone: cancel the sleep and return without sending. Otherwise cancel the receive "
+        "task and answer 200 b\"no news\". Cancel what is left in a finally:, so nothing outlives the app.",
+        "seconds = float(scope[\"query_string\"].decode().partition(\"=\")[2] or 5)\n... read the body ...\n"
+        "left = asyncio.ensure_future(receive())\nwaited = asyncio.ensure_future(asyncio.sleep(seconds))\ntry:\n"
+        "    await asyncio.wait([left, waited], return_when=asyncio.FIRST_COMPLETED)\nfinally:\n"
+        "    left.cancel(); waited.cancel()\nif left.done() and not left.cancelled():\n    return\n"
+        "... send 200, text/plain, b\"no news\"",
+    ],
+)
+
+
+@long_poll.case("when nothing happens, it answers 200 b\"no news\" after the time asked (?wait=0.3)")
+def _(answer):
+    call = Call(answer, http_scope(query=b"wait=0.3"), request_events(),
+                late="?wait=0.3 should answer after about 0.3 s: read the number from scope['query_string']")
+    status, _headers, body = call.response()
+    if (status, body) != (200, b"no news"):
+        raise CaseFailed("after 0.3 s with no disconnect, answer 200 b\"no news\"", expected=(200, b"no news"),
+                         got=(status, body))
+    if not 0.25 < call.took < 1.0:
+        raise CaseFailed(f"?wait=0.3 should answer after about 0.3 s; yours took {call.took:.2f} s (read the "
+                         "number from scope['query_string'], bytes such as b'wait=0.3')",
+                         expected="about 0.3 s", got=f"{call.took:.2f} s")
+
+
+@long_poll.case("when the client leaves after 0.2 s of a 5 s wait, it returns at once, sending nothing")
+def _(answer):
+    call = Call(answer, http_scope(query=b"wait=5"), request_events(), disconnect_after=0.2, limit=1.5,
+                late="The client left after 0.2 s: wait for receive() (http.disconnect) and the sleep at once, "
+                     "and stop at the first")
+    if call.sent:
+        raise CaseFailed("the client left: there is no one to answer, so send nothing",
+                         got=Call.kinds(call.sent))
+    if call.took > 0.6:
+        raise CaseFailed(f"the client left after 0.2 s, but your app returned after {call.took:.2f} s: wait for "
+                         "receive() (http.disconnect) and the sleep at once, and stop at the first",
+                         expected="about 0.2 s", got=f"{call.took:.2f} s")
+
+
+@long_poll.case("over HTTP under uvicorn: a client that hangs up ends the poll; one that waits gets its answer",
+                timeout=25.0)
+def _(answer):
+    returned = []
+
+    async def timed(scope, receive, send):
+        await answer(scope, receive, send)
+        returned.append(time.monotonic())
+
+    with Served(timed, "check-06.4") as served:
+        reply = served.ask(request("GET", "/poll?wait=0.2"))
+        if (reply.status, reply.body) != (200, b"no news"):
+            raise CaseFailed("GET /poll?wait=0.2 should get 200 b\"no news\"",
+                             expected=(200, b"no news"), got=(reply.status, reply.body))
+        connection = Connection(served.server.address, time.monotonic() + DEADLINE)
+        connection.send(request("GET", "/poll?wait=5"))
+        time.sleep(0.2)
+        hung_up = time.monotonic()
+        connection.sock.shutdown(socket.SHUT_RDWR)
+        connection.close()
+        while len(returned) < 2 and time.monotonic() < hung_up + 2.0:
+            time.sleep(0.02)
+        served.verdict()
+    if len(returned) < 2 or returned[1] - hung_up > 1.0:
+        raise CaseFailed("a client hung up 0.2 s into a 5 s poll, but your app went on waiting: uvicorn's "
+                         "receive() gives http.disconnect when the client leaves; wait for it and the time at once")
