@@ -172,3 +172,12 @@ def test_long_poll_that_answers_the_client_who_left():
 def test_long_poll_that_ignores_the_query():
     fails_with("06.4", variant("long_poll", ('partition("=")[2] or 5', 'partition("=")[2] and 5')),
                "?wait=0.3 should answer after about 0.3 s")
+
+
+def test_an_app_that_blocks_its_loop_for_ever_is_timed_out_and_leaves_nothing_running():
+    answer = NOTEBOOK.define("async def echo(scope, receive, send):\n    while True:\n        pass\n", "echo")
+    started = time.monotonic()
+    report = run_check("06.1", answer)
+    assert not report.passed and time.monotonic() - started < 40
+    messages = "\n".join(r.message for r in report.results)
+    assert "did not finish within" in messages or "blocks its event loop" in messages, messages

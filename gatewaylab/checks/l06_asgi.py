@@ -142,7 +142,7 @@ echo = Exercise(
     points=3,
     answer="an async function echo(scope, receive, send)",
     params=3,
-    timeout=15.0,
+    timeout=5.0,
     hints=[
         "A request body reaches the app in one or more http.request events; every one but the last has "
         "more_body True. Call `await receive()` until an event's more_body is False (missing means False), "
@@ -207,7 +207,7 @@ add_header = Exercise(
     points=3,
     answer="a function add_header(app, name, value) returning an ASGI app",
     params=3,
-    timeout=15.0,
+    timeout=5.0,
     hints=[
         "add_header returns a new app, `async def wrapped(scope, receive, send)`, that calls `await app(scope, "
         "receive, send_with_header)`: the inner app sends through a function of yours, which adds the header to "
@@ -295,7 +295,7 @@ visits = Exercise(
     points=3,
     answer="an async function visits(scope, receive, send)",
     params=3,
-    timeout=20.0,
+    timeout=5.0,
     hints=[
         "In the lifespan scope, the app loops: `message = await receive()`; on lifespan.startup it puts a new list "
         "in scope['state']['visits'] and sends lifespan.startup.complete; on lifespan.shutdown it sends "
@@ -365,7 +365,7 @@ long_poll = Exercise(
     points=3,
     answer="an async function long_poll(scope, receive, send)",
     params=3,
-    timeout=20.0,
+    timeout=5.0,
     hints=[
         "The app waits for two things at once: the time (asyncio.sleep(seconds)) and the next event "
         "(receive()), which is http.disconnect when the client leaves. Make each a task and "
