@@ -203,6 +203,60 @@ def slow_hello(conn, delay):
     assert "more thread(s) ran" in case.message
 
 
+def test_a_blocking_recv_lets_one_silent_client_stall_the_others():
+    answer = wrong('''
+def slow_hello(conn, delay):
+    with conn:
+        conn.setblocking(True)  # and recv() without asking the loop first
+        head = b""
+        while b"\\r\\n\\r\\n" not in head:
+            chunk = conn.recv(4096)
+            if not chunk:
+                return
+            head += chunk
+        yield "sleep", delay
+        conn.sendall(RESPONSE)
+''', "slow_hello")
+    # (10 clients that all send at once would be served in about one delay: the silent one shows it)
+    message = failed(run_check("05.2", answer), "sends nothing").message
+    assert "blocking" in message and 'yield ("recv", conn) before every conn.recv()' in message
+
+
+def test_busy_waiting_for_the_delay_fails():
+    answer = variant("slow_hello", ('        yield "sleep", delay',
+                                    """        until = time.monotonic() + delay
+        while time.monotonic() < until:
+            yield "sleep", 0"""))
+    assert "busy-waiting" in failed(run_check("05.2", answer), "10 clients").message
+
+
+def test_sendall_without_yielding_send_first_fails():
+    answer = variant("slow_hello", ("""        unsent = memoryview(RESPONSE)
+        while unsent:
+            yield "send", conn
+            unsent = unsent[conn.send(unsent):]""", "        conn.sendall(RESPONSE)"))
+    assert 'without yielding ("send", conn)' in failure_messages(run_check("05.2", answer))
+
+
+def test_no_with_conn_is_caught_though_the_garbage_collector_closes_it():
+    answer = wrong('''
+def slow_hello(conn, delay):
+    head = b""
+    while b"\\r\\n\\r\\n" not in head:
+        yield "recv", conn
+        chunk = conn.recv(4096)
+        if not chunk:
+            return
+        head += chunk
+    yield "sleep", delay
+    unsent = memoryview(RESPONSE)
+    while unsent:
+        yield "send", conn
+        unsent = unsent[conn.send(unsent):]
+''', "slow_hello")
+    assert "left its connection open" in failure_messages(run_check("05.2", answer))
+
+
 def test_a_plain_function_is_told_to_be_a_generator():
     answer = wrong('''
 def slow_hello(conn, delay):

@@ -237,23 +237,73 @@ slow_hello = Exercise(
 )
 
 
+class _Conn(socket.socket):
+    """The connection a task is given, as a socket that notes how the task uses it."""
+
+    __slots__ = ()
+    asked: dict = {}  # id(socket) -> the request its task yielded last (set by _Watched)
+    problems: dict = {}  # id(socket) -> what the task did wrong with it, first only
+
+    def _note(self, problem):
+        _Conn.problems.setdefault(id(self), problem)
+
+    def recv(self, *args):
+        if self.getblocking():
+            self._note("your task called conn.recv() on a blocking socket: until that client sends, the loop's one "
+                       "thread waits in recv() and no other client is served. Keep conn non-blocking (don't call "
+                       "setblocking(True) or settimeout()) and yield (\"recv\", conn) before every conn.recv()")
+        return super().recv(*args)
+
+    def _sending(self, how):
+        if self.getblocking() or _Conn.asked.get(id(self)) != ("send", self):
+            self._note(f"your task called conn.{how}() without yielding (\"send\", conn) just before: a client "
+                       "that reads slowly fills the socket's buffer, and then send() raises BlockingIOError (or, "
+                       "on a blocking socket, stops the loop). Yield (\"send\", conn) before every send()")
+
+    def send(self, *args):
+        self._sending("send")
+        return super().send(*args)
+
+    def sendall(self, *args):
+        self._sending("sendall")
+        return super().sendall(*args)
+
+
 class _Watched:
-    """Wraps the learner's task: counts its steps, notes the threads it runs in and the error it ends with."""
+    """Wraps the learner's task: counts its steps, notes the threads it runs in, the error it ends with, how it
+    uses its connection, and whether the connection was closed when the task ended."""
 
     def __init__(self, answer):
         self.answer = answer
         self.threads: set[str] = set()
         self.errors: list[BaseException] = []
+        self.problems: list[str] = []
         self.most_steps = 0
         self.lock = threading.Lock()
 
     def __call__(self, conn, delay):
-        generator = self.answer(conn, delay)
-        if not inspect.isgenerator(generator):
-            self.errors.append(TypeError(f"slow_hello(conn, delay) returned {short_repr(generator, 60)}, not a "
-                                         "generator: it must yield the loop's requests"))
-            conn.close()
-            return
+        if type(conn) is socket.socket:
+            conn.__class__ = _Conn  # the same socket, watched
+        try:
+            generator = self.answer(conn, delay)
+            if not inspect.isgenerator(generator):
+                self.errors.append(TypeError(f"slow_hello(conn, delay) returned {short_repr(generator, 60)}, not a "
+                                             "generator: it must yield the loop's requests"))
+                conn.close()
+                return
+            yield from self._run(conn, generator)
+        finally:
+            problem = _Conn.problems.pop(id(conn), None)
+            _Conn.asked.pop(id(conn), None)
+            if problem is None and conn.fileno() != -1:
+                problem = ("your task ended and left its connection open: the client waits for more until it "
+                           "gives up. Put the task's body in `with conn:`, so that the connection is closed "
+                           "whatever happens (the client leaving, an error, the server stopping)")
+            if problem is not None:
+                with self.lock:
+                    self.problems.append(problem)
+
+    def _run(self, conn, generator):
         steps = 0
         try:
             while True:
@@ -268,6 +318,7 @@ class _Watched:
                 except Exception as error:
                     self.errors.append(error)
                     raise
+                _Conn.asked[id(conn)] = request
                 yield request
         finally:
             generator.close()
@@ -285,6 +336,11 @@ def _report_errors(watched: _Watched) -> None:
     if isinstance(error, TypeError) and "not a generator" in str(error):
         raise CaseFailed(str(error))
     raise CaseFailed(f"your task raised {text} while serving a client")
+
+
+def _report_problems(watched: _Watched) -> None:
+    if watched.problems:
+        raise CaseFailed(watched.problems[0])
 
 
 class _Server:
@@ -306,6 +362,7 @@ class _Server:
                              "loop's one thread, and every other client waits")
         if exc_info[0] is None:
             _report_errors(self.watched)
+            _report_problems(self.watched)
 
 
 def _raw_exchange(address, pieces, pause: float, wait_for: float):
@@ -347,14 +404,21 @@ def _(answer):
     clients, delay = 10, 0.4
     before = threading.active_count()
     peak = [before]
-    with _Server(answer, delay) as server:
+    handle = _Server(answer, delay)
+    with handle as server:
         result = load(server.url, clients, timeout=clients * delay + SOCKET_TIMEOUT,
                       progress=lambda done, total: peak.append(threading.active_count()))
-    extra = max(peak) - before - 2  # beyond the server's thread and the load driver's
-    if extra > 0:
-        raise CaseFailed(f"{extra} more thread(s) ran while your server served: the point is one thread. Don't start "
-                         "threads: yield the loop's requests, and the loop runs the other clients meanwhile",
-                         expected="no threads of your own", got=f"{extra} thread(s)")
+        extra = max(peak) - before - 2  # beyond the server's thread and the load driver's
+        if extra > 0:
+            raise CaseFailed(f"{extra} more thread(s) ran while your server served: the point is one thread. Don't "
+                             "start threads: yield the loop's requests, and the loop runs the other clients meanwhile",
+                             expected="no threads of your own", got=f"{extra} thread(s)")
+        if handle.watched.most_steps > 50:
+            raise CaseFailed(f"a task took {handle.watched.most_steps} steps to serve one request: it asked the loop "
+                             "again and again instead of once (busy-waiting, such as a loop of yield (\"sleep\", 0) "
+                             "until the time is up). That burns the CPU the other tasks need: yield (\"sleep\", "
+                             "delay) once, and the loop wakes the task when the time has come",
+                             expected="a few steps per request", got=f"{handle.watched.most_steps} steps")
     if result.ok != clients:
         raise CaseFailed(f"{clients - result.ok} of {clients} clients got no answer ({result.summary()}): does your "
                          "task read the whole head, yield (\"sleep\", delay), send RESPONSE and close the connection?")
@@ -362,6 +426,22 @@ def _(answer):
         raise CaseFailed(f"{clients} requests of {delay:g} s took {result.wall:.2f} s: they were served one after "
                          "another. Do you wait with time.sleep(delay), which stops the loop's one thread? Yield "
                          "(\"sleep\", delay) instead", expected=f"about {delay:g} s", got=f"{result.wall:.2f} s")
+
+
+@slow_hello.case("a client that connects and sends nothing holds up no other client", timeout=15.0)
+def _(answer):
+    clients, delay = 3, 0.2
+    with _Server(answer, delay) as server:
+        with socket.create_connection(server.address, timeout=SOCKET_TIMEOUT):  # silent, and kept open
+            time.sleep(0.2)  # (accepted, and its task started)
+            result = load(server.url, clients, timeout=SOCKET_TIMEOUT)
+    if result.ok != clients or result.wall > 3 * delay:
+        raise CaseFailed(f"while one client kept its connection open and sent nothing, {clients} others were not "
+                         f"answered in about {delay:g} s ({result.summary()}): your task waited for the silent "
+                         "client in conn.recv(), and the loop's one thread with it. Keep conn non-blocking and "
+                         "yield (\"recv\", conn) before every conn.recv(): the loop then runs the others until "
+                         "that client has sent something", expected=f"{clients} answers in about {delay:g} s",
+                         got=f"{result.ok} in {result.wall:.2f} s")
 
 
 @slow_hello.case("a request head that arrives in two pieces is answered only once it is whole", timeout=15.0)
