@@ -440,3 +440,60 @@ def deadline(seconds):
 ''', "deadline")
     case = failed(run_check("05.4", answer), "cancelling the caller")
     assert "let CancelledError through" in case.message
+
+
+def test_a_call_in_a_task_of_its_own_is_not_cancelled_with_its_caller():
+    answer = wrong('''
+def deadline(seconds):
+    def decorate(func):
+        async def call(*args, **kwargs):
+            task = asyncio.ensure_future(func(*args, **kwargs))
+            done, _ = await asyncio.wait([task], timeout=seconds)  # the caller's cancel stops here only
+            if not done:
+                task.cancel()
+                await asyncio.wait([task])
+                raise TimeoutError
+            return task.result()
+        return call
+    return decorate
+''', "deadline")
+    report = run_check("05.4", answer)
+    assert [r.passed for r in report.results[:3]] == [True, True, True]
+    assert "went on running" in failed(report, "cancelling the caller").message
+
+
+def test_a_version_that_never_cancels_fails_the_caller_case_too():
+    answer = wrong('''
+def deadline(seconds):
+    def decorate(func):
+        async def call(*args, **kwargs):
+            task = asyncio.ensure_future(func(*args, **kwargs))
+            done, _ = await asyncio.wait([task], timeout=seconds)
+            if not done:
+                raise TimeoutError
+            return task.result()
+        return call
+    return decorate
+''', "deadline")
+    assert "went on running" in failed(run_check("05.4", answer), "cancelling the caller").message
+
+
+def test_cancelling_without_waiting_is_told_to_await_the_cancelled_task():
+    answer = wrong('''
+def deadline(seconds):
+    def decorate(func):
+        async def call(*args, **kwargs):
+            task = asyncio.ensure_future(func(*args, **kwargs))
+            try:
+                done, _ = await asyncio.wait([task], timeout=seconds)
+            except asyncio.CancelledError:
+                task.cancel()
+                raise
+            if not done:
+                task.cancel()  # and no await: the call has not stopped yet
+                raise TimeoutError
+            return task.result()
+        return call
+    return decorate
+''', "deadline")
+    assert "Await the cancelled task" in failed(run_check("05.4", answer), "overruns").message

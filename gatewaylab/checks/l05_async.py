@@ -631,9 +631,16 @@ class _Work:
     def __init__(self):
         self.cancelled_at = None
         self.finished = 0
+        self.task = None  # the asyncio task the call runs in
+
+    def cancel_pending(self) -> bool:
+        """The call was asked to cancel, but has not been run since to see it (nobody awaited it)."""
+        return (self.cancelled_at is None and self.task is not None and not self.task.done()
+                and self.task.cancelling() > 0)
 
     async def __call__(self, seconds, *, value="done"):
         started = time.monotonic()
+        self.task = asyncio.current_task()
         try:
             await asyncio.sleep(seconds)
         except asyncio.CancelledError:
@@ -683,10 +690,10 @@ def _(answer):
             got = await _await(_decorated(answer, 0.2, work), 1.5)
         except TimeoutError:
             # (asyncio.run() cancels what is left when it ends: look now)
-            return "TimeoutError", time.monotonic() - started, work.cancelled_at is not None
-        return got, time.monotonic() - started, work.cancelled_at is not None
+            return "TimeoutError", time.monotonic() - started, work.cancelled_at is not None, work.cancel_pending()
+        return got, time.monotonic() - started, work.cancelled_at is not None, work.cancel_pending()
 
-    got, took, cancelled = asyncio.run(scenario())
+    got, took, cancelled, pending = asyncio.run(scenario())
     if got != "TimeoutError":
         raise CaseFailed(f"a call of 1.5 s under deadline(0.2) should raise TimeoutError; it gave {got!r} after "
                          f"{took:.2f} s. Don't catch the TimeoutError: let it reach the caller",
@@ -695,6 +702,11 @@ def _(answer):
         raise CaseFailed(f"TimeoutError came after {took:.2f} s, not when time was up: cancel the call at the "
                          "deadline (async with asyncio.timeout(seconds)), don't wait for it to end",
                          expected="about 0.2 s", got=f"{took:.2f} s")
+    if pending:
+        raise CaseFailed("the call that overran was cancelled (task.cancel()), but TimeoutError reached the caller "
+                         "before the call had stopped: cancel() only asks. Await the cancelled task (catching its "
+                         "CancelledError) before raising TimeoutError, or use async with asyncio.timeout(seconds), "
+                         "which does both")
     if not cancelled:
         raise CaseFailed("the call that overran was never cancelled: it went on running after the TimeoutError. "
                          "asyncio.timeout (or asyncio.wait_for) cancels it; asyncio.wait(..., timeout=) does not")
@@ -731,13 +743,20 @@ def _(answer):
         if not task.done():
             task.cancel()
             raise CaseFailed("after being cancelled, the call was still running 3 s later")
-        return task.cancelled(), (None if task.cancelled() else task.exception() or task.result())
+        await asyncio.sleep(0.05)  # (a call that was cancelled has seen it by now)
+        # (asyncio.run() cancels what is left when it ends: look now)
+        outcome = task.cancelled(), (None if task.cancelled() else task.exception() or task.result())
+        return outcome, work.cancelled_at is not None
 
-    cancelled, other = asyncio.run(scenario())
+    (cancelled, other), call_cancelled = asyncio.run(scenario())
     if not cancelled:
         raise CaseFailed("the caller's task was cancelled, but it ended with " + short_repr(other, 80) + ": let "
                          "CancelledError through (catching it, or turning it into another error or a value, means "
                          "nothing can stop the call: not a timeout, a TaskGroup or a server shutting down)",
                          expected="CancelledError", got=other)
-    if work.cancelled_at is None:
-        raise CaseFailed("the caller was cancelled, but the call it awaited was not")
+    if not call_cancelled:
+        raise CaseFailed("the caller was cancelled, but the call it awaited went on running. A call run as a task of "
+                         "its own (asyncio.ensure_future, create_task) is not cancelled with its caller: awaiting "
+                         "asyncio.wait() or task.result() passes the caller's CancelledError on to no one. Await the "
+                         "call itself, inside async with asyncio.timeout(seconds) (or asyncio.wait_for, which cancels "
+                         "its task when it is cancelled)")
