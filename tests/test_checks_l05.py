@@ -78,6 +78,55 @@ def test_entries_without_a_tie_breaking_number_fail():
     assert "breaks ties" in failed(run_check("05.1", answer), "sleep").message
 
 
+def test_a_wake_up_time_on_the_wall_clock_is_told_to_use_monotonic():
+    answer = variant("step", ("wake_up = time.monotonic() + seconds", "wake_up = time.time() + seconds"))
+    message = failed(run_check("05.1", answer), "sleep").message
+    assert "use time.monotonic() + seconds, not time.time()" in message
+
+
+def test_a_tie_breaker_in_the_wrong_place_points_at_the_entry_shape():
+    answer = variant("step", ("(wake_up, next(loop.numbers), task)", "(wake_up, task, next(loop.numbers))"))
+    assert "shape of the heap entry" in failed(run_check("05.1", answer), "sleep").message
+
+
+def test_unpacking_the_request_fails_for_a_bare_yield_and_a_triple():
+    answer = wrong('''
+def step(loop, task):
+    try:
+        request = task.generator.send(None)
+    except StopIteration as end:
+        task.done, task.result = True, end.value
+        return
+    except Exception as error:
+        task.done, task.error = True, error
+        return
+    kind, argument = request  # None: TypeError; a triple: ValueError, out of step()
+    if kind == "sleep":
+        heapq.heappush(loop.sleeping, (time.monotonic() + argument, next(loop.numbers), task))
+    elif kind == "recv":
+        loop.selector.register(argument, selectors.EVENT_READ, task)
+    elif kind == "send":
+        loop.selector.register(argument, selectors.EVENT_WRITE, task)
+    else:
+        task.generator.close()
+        task.done, task.error = True, ValueError(f"{task.name} yielded {request!r}")
+''', "step")
+    report = run_check("05.1", answer)
+    message = failed(report, "does not know").message
+    assert "None (a bare yield)" in message and "Check its shape first" in message
+    assert [r.name for r in report.results if not r.passed] == [failed(report, "does not know").name]
+
+
+def test_unpacking_a_triple_is_told_to_check_the_shape():
+    answer = variant("step", ("    match request:\n", """    if not isinstance(request, tuple):
+        request = ("?", request)
+    kind, argument = request
+    match request:
+"""))
+    message = failed(run_check("05.1", answer), "does not know").message
+    assert "('sleep', 0.1, 'extra')" in message and "Check its shape first" in message
+
+
 def test_send_registered_for_reading_fails():
     answer = variant("step", ("loop.selector.register(sock, selectors.EVENT_WRITE, task)",
                               "loop.selector.register(sock, selectors.EVENT_READ, task)"))

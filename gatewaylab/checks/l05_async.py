@@ -78,13 +78,20 @@ def _(answer):
                          expected="loop.ready empty, task.done False",
                          got=f"loop.ready {list(loop.ready)}, task.done {task.done}")
     if len(loop.sleeping) != 1 or not (isinstance(loop.sleeping[0], tuple) and len(loop.sleeping[0]) == 3):
-        raise CaseFailed("loop.sleeping should hold one entry (wake-up time, number, task); the number, "
-                         "next(loop.numbers), breaks ties, so the heap never compares two tasks",
+        raise CaseFailed("look at the shape of the heap entry: loop.sleeping should hold one entry of three items, "
+                         "(wake-up time, next(loop.numbers), task). The number breaks ties between two tasks due at "
+                         "the same time, so the heap never compares two tasks (which raises TypeError)",
                          expected="[(wake_up, number, task)]", got=short_repr(loop.sleeping, 100))
     wake_up, _, filed = loop.sleeping[0]
     if filed is not task:
-        raise CaseFailed("the entry's third item must be the task itself", got=short_repr(filed, 80))
+        raise CaseFailed("look at the shape of the heap entry: (wake-up time, next(loop.numbers), task), the task "
+                         "itself third", got=short_repr(loop.sleeping[0], 100))
     due = time.monotonic() + 0.5 - took
+    if isinstance(wake_up, (int, float)) and abs(wake_up - (time.time() + 0.5 - took)) < 0.1:
+        raise CaseFailed("the wake-up time is on the wrong clock: wait() compares it with time.monotonic(), so use "
+                         "time.monotonic() + seconds, not time.time() + seconds (time.time() is the wall clock, "
+                         "which can jump when the system's time is set)",
+                         expected=f"about {due:.2f}", got=short_repr(wake_up))
     if not abs(wake_up - due) < 0.1:
         raise CaseFailed("the first item is the time to wake up, on the clock wait() reads: time.monotonic() + "
                          "seconds, not the seconds alone", expected=f"about {due:.2f}", got=short_repr(wake_up))
@@ -154,20 +161,41 @@ def _(answer):
     def confused():
         yield "wait", 1
 
-    generator = confused()
-    try:
-        loop, task, _ = _one_step(answer, generator)
-    except ValueError:
-        raise CaseFailed("your step() raised ValueError for a task that yielded ('wait', 1): end that task with it "
-                         "(task.done = True, task.error = ValueError(...)) instead, so the loop goes on") from None
-    if not (task.done and isinstance(task.error, ValueError)):
-        raise CaseFailed("a task that yielded ('wait', 1) must end, with a ValueError as task.error",
-                         expected="done True, error ValueError", got=f"done {task.done}, error {task.error!r}")
-    if inspect.getgeneratorstate(generator) != inspect.GEN_CLOSED:
-        raise CaseFailed("close that task's generator (task.generator.close()), so its `with` and `finally` blocks "
-                         "run now", got=inspect.getgeneratorstate(generator))
-    if loop.ready or loop.sleeping or loop.selector.get_map():
-        raise CaseFailed("a task that ended must not be filed anywhere")
+    def bare():
+        yield  # (yields None)
+
+    def three():
+        yield "sleep", 0.1, "extra"
+
+    for generator, what in ((confused(), "('wait', 1)"), (bare(), "None (a bare yield)"),
+                            (three(), "('sleep', 0.1, 'extra')")):
+        try:
+            loop, task, _ = _one_step(answer, generator)
+        except ValueError as error:
+            if "unpack" not in str(error):
+                raise CaseFailed(f"your step() raised ValueError for a task that yielded {what}: end that task with "
+                                 "it (task.done = True, task.error = ValueError(...)) instead, so the loop goes on"
+                                 ) from None
+            raise CaseFailed(f"your step() raised ValueError ({error}) for a task that yielded {what}: "
+                             "unpacking the request (kind, argument = request) fails for anything that is not a pair. "
+                             "Check its shape first (match request: case (\"sleep\", seconds): ... case _: ...), so "
+                             "that anything else closes the task and ends it with a ValueError") from None
+        except (TypeError, IndexError) as error:
+            raise CaseFailed(f"your step() raised {type(error).__name__} ({error}) for a task that yielded {what}: "
+                             "unpacking the request (kind, argument = request) fails for anything that is not a pair. "
+                             "Check its shape first (match request: case (\"sleep\", seconds): ... case _: ...), so "
+                             "that anything else closes the task and ends it with a ValueError") from None
+        if not (task.done and isinstance(task.error, ValueError)):
+            raise CaseFailed(f"a task that yielded {what} must end, with a ValueError as task.error",
+                             expected="done True, error ValueError", got=f"done {task.done}, error {task.error!r}")
+        if inspect.getgeneratorstate(generator) != inspect.GEN_CLOSED:
+            raise CaseFailed("close that task's generator (task.generator.close()), so its `with` and `finally` "
+                             "blocks run now", got=inspect.getgeneratorstate(generator))
+        try:
+            if loop.ready or loop.sleeping or loop.selector.get_map():
+                raise CaseFailed(f"a task that yielded {what} ended: it must not be filed anywhere")
+        finally:
+            loop.selector.close()
 
 
 @step.case("the whole loop with your step: two tickers and a socket pair, in about 0.3 s", timeout=10.0)
@@ -199,7 +227,12 @@ def _(answer):
             while (loop.ready or loop.sleeping or loop.selector.get_map()) and time.monotonic() - started < 3:
                 while loop.ready:
                     answer(loop, loop.ready.popleft())
-                wait(loop)  # the lesson's: it wakes the tasks your step filed
+                try:
+                    wait(loop)  # the lesson's: it wakes the tasks your step filed
+                except TypeError as error:
+                    raise CaseFailed(f"the lesson's wait() raised TypeError ({error}) on what your step() put in "
+                                     "loop.sleeping: look at the shape of the heap entry, (wake-up time, "
+                                     "next(loop.numbers), task)") from None
         finally:
             loop.selector.close()
         took = time.monotonic() - started
