@@ -31,6 +31,8 @@ def check_headers(headers, where, lower_case):
         name, value = pair
         require(isinstance(name, bytes) and isinstance(value, bytes),
                 f"{where}: header {pair!r}: name and value must be bytes (b'host'), not str")
+        require(not name.startswith(b":"), f"{where}: {name!r} is an HTTP/2 pseudo header, "
+                "which the spec keeps out of ASGI headers")
         if lower_case:
             require(name == name.lower(),
                     f"{where}: header name {name!r} must be lower-case ({name.lower()!r}): "

@@ -68,6 +68,7 @@ def test_it_is_an_assertion_error_as_wsgiref_validates_are():
     (({**START, "headers": [("content-type", "text/plain")]},), "must be bytes"),
     (({**START, "headers": [(b"Content-Type", b"text/plain")]},), r"must be lower-case \(b'content-type'\)"),
     (({**START, "headers": [(b"a", b"1", b"2")]},), r"\[name, value\] pair"),
+    (({**START, "headers": [(b":status", b"200")]},), "pseudo header"),
     (({**START, "headers": {b"a": b"1"}},), "list of"),
     ((START, {**BODY, "body": "hi"}), "body must be bytes"),
     ((START, {**BODY, "more_body": 1}), "more_body must be True or False"),
@@ -90,6 +91,7 @@ def test_request_header_names_need_not_be_lower_case():
     ({"method": "get"}, "upper-case"), ({"asgi": {"version": "2.0"}}, "'3.0'"), ({"http_version": "1"}, "http_version"),
     ({"path": b"/"}, r"scope\['path'\] must be str"), ({"query_string": ""}, "query_string"),
     ({"client": "127.0.0.1"}, r"\[host, port\]"), ({"state": []}, "state"),
+    ({"headers": [(b":authority", b"x")]}, "pseudo header"),
 ])
 def test_a_server_s_broken_scope_is_named(changes, match):
     fails("server: .*" + match, app_sending(START, BODY), scope=http_scope(**changes))
