@@ -330,7 +330,27 @@ def off_the_loop(func):
         return func(*args, **kwargs)
     return call
 ''', "off_the_loop")
-    assert "must return something to await" in failure_messages(run_check("05.3", answer))
+    assert "must return an async function" in failure_messages(run_check("05.3", answer))
+
+
+def test_a_plain_def_returning_to_threads_coroutine_is_told_to_be_async(recwarn):
+    answer = wrong('''
+def off_the_loop(func):
+    def call(*args, **kwargs):
+        return asyncio.to_thread(func, *args, **kwargs)  # a coroutine: awaitable, but call is no async function
+    return call
+''', "off_the_loop")
+    report = run_check("05.3", answer)
+    assert not any(r.passed for r in report.results)
+    assert "yours is a plain function" in failure_messages(report)
+    assert not [w for w in recwarn if "never awaited" in str(w.message)]
+
+
+def test_a_missing_await_is_told_the_wrapper_returned_a_coroutine(recwarn):
+    answer = variant("off_the_loop", ("return await asyncio.to_thread(", "return asyncio.to_thread("))
+    report = run_check("05.3", answer)
+    assert "the wrapper returned a coroutine" in failure_messages(report)
+    assert not [w for w in recwarn if "never awaited" in str(w.message)]
 
 
 def test_a_thread_joined_at_once_still_blocks():

@@ -576,7 +576,25 @@ def _in_fresh_loop(coroutine_function, *args):
 
 
 def _call(wrapped, *args, **kwargs):
-    result = wrapped(*args, **kwargs)
+    if callable(wrapped) and not inspect.iscoroutinefunction(wrapped):
+        raise CaseFailed("off_the_loop(func) must return an async function (`async def call(*args, **kwargs):`), "
+                         "whose calls give something to await: yours is a plain function. A plain def that returns asyncio.to_thread(...) hands back a "
+                         "coroutine that runs nothing until someone awaits it, and an error in it is no longer "
+                         "raised where the call was made", got=short_repr(wrapped, 80))
+    return _awaited(wrapped(*args, **kwargs))
+
+
+async def _awaited(result):
+    """Await the wrapper's result; a coroutine that comes out of it (an await left out) is closed and named."""
+    value = await _returned(result)
+    if inspect.iscoroutine(value):
+        value.close()  # (so that it leaves no "never awaited" warning)
+        raise CaseFailed("the wrapper returned a coroutine instead of func's result: an await is missing. "
+                         "return await asyncio.to_thread(func, *args, **kwargs)", got=short_repr(value, 80))
+    return value
+
+
+def _returned(result):
     if not inspect.isawaitable(result):
         if inspect.iscoroutine(result):
             result.close()
