@@ -313,7 +313,8 @@ def task_timeline(series, *, title):
     ax.grid(axis="x", alpha=0.3)
     figure.legend(loc="outside lower center", ncols=len(series), frameon=False)
     summary = f"{len(rows)} tasks over {format_seconds(last)}; " + "; ".join(
-        f"{label}: {len(spans)} spans, {format_seconds(sum(b - a for _, a, b in spans))} in all"
+        f"{label}: {len(spans)} spans, {format_seconds(sum(b - a for _, a, b in spans))} in all, "
+        f"the last ended at {format_seconds(max((b for _, _, b in spans), default=0.0))}"
         for label, spans in series.items())
     alt = (f"Timeline, one row per task ({', '.join(list(rows)[:5])}{', ...' * (len(rows) > 5)}); "
            f"x axis: time since start in seconds; spans: {', '.join(series)}. {summary}.")
