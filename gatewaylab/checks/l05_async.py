@@ -436,12 +436,23 @@ REQUEST = b"GET / HTTP/1.1\r\nHost: check\r\n\r\n"
 def _(answer):
     clients, delay = 10, 0.4
     before = threading.active_count()
-    peak = [before]
+    peak, sampling = [before], threading.Event()
+
+    def sample():  # the number of threads, every 10 ms while the clients are served
+        while not sampling.wait(0.01):
+            peak.append(threading.active_count())
+
     handle = _Server(answer, delay)
     with handle as server:
-        result = load(server.url, clients, timeout=clients * delay + SOCKET_TIMEOUT,
-                      progress=lambda done, total: peak.append(threading.active_count()))
-        extra = max(peak) - before - 2  # beyond the server's thread and the load driver's
+        sampler = threading.Thread(target=sample, name="check-05.2-sampler")
+        sampler.start()
+        try:
+            result = load(server.url, clients, timeout=clients * delay + SOCKET_TIMEOUT,
+                          progress=lambda done, total: peak.append(threading.active_count()))
+        finally:
+            sampling.set()
+            sampler.join()
+        extra = max(peak) - before - 3  # beyond the server's thread, the load driver's and the sampler
         if extra > 0:
             raise CaseFailed(f"{extra} more thread(s) ran while your server served: the point is one thread. Don't "
                              "start threads: yield the loop's requests, and the loop runs the other clients meanwhile",
