@@ -130,6 +130,9 @@ def response_start(cycle, message):
 
 
 def response_body(cycle, message):
+    require(cycle.response != "body ended",
+            "app: sent http.response.body after the body had ended (more_body False); it announced "
+            "trailers (trailers True), so only http.response.trailers may follow")
     require(cycle.response == "started",
             "app: sent http.response.body before http.response.start: start the response first")
     require(isinstance(message.get("body", b""), bytes),
@@ -200,7 +203,11 @@ async def checked_call(app, scope, receive, send, cycle, on_receive, on_send):
     result = app(scope, checked_receive, checked_send)
     require(inspect.isawaitable(result), f"app: calling it gave {result!r}, not something to "
             "await: an ASGI app is an `async def app(scope, receive, send)`")
-    await result
+    returned = await result
+    if inspect.iscoroutine(returned):
+        returned.close()  # it will never run: closed, Python does not warn it was never awaited
+        require(False, f"app: returned {returned.__qualname__}()'s coroutine, not awaited, so "
+                "that app never ran: `await` it (await app(scope, receive, send)), don't return it")
 
 
 def validator(app):

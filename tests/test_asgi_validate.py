@@ -121,6 +121,9 @@ def test_trailers_follow_the_body_only_when_announced():
     trailers = {"type": "http.response.trailers", "headers": [(b"x-checksum", b"1")]}
     run(app_sending({**START, "trailers": True}, BODY, trailers))
     fails("'http.response.trailers'", app_sending(START, BODY, trailers))
+    # A second body after the last, trailers announced: named so, not as a body before the start.
+    fails("after the body had ended .more_body False.; it announced trailers",
+          app_sending({**START, "trailers": True}, BODY, BODY))
 
 
 def test_lifespan_order_is_checked():
@@ -140,6 +143,15 @@ def test_lifespan_order_is_checked():
 
 def test_an_app_that_is_not_async_is_named():
     fails("app: calling it gave None, not something to await", lambda scope, receive, send: None)
+
+
+def test_an_app_that_returns_an_app_s_coroutine_unawaited_is_named():
+    inner = app_sending(START, BODY)
+
+    async def outer(scope, receive, send):
+        return inner(scope, receive, send)  # the await left out
+
+    fails("app: returned app.* coroutine, not awaited, so that app never ran", outer)
 
 
 def test_websocket_scopes_pass_through():

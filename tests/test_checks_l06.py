@@ -32,9 +32,19 @@ def nothing_left_running():
 
 
 def fails_with(exercise_id, answer, *fragments):
-    messages = failure_messages(run_check(exercise_id, answer))
+    report = run_check(exercise_id, answer)
+    messages = failure_messages(report)
     for fragment in fragments:
         assert fragment in messages, messages
+    return report
+
+
+def case_failed(report, name_part, *fragments):
+    """The case whose name holds `name_part` failed, with each fragment in its message."""
+    [result] = [r for r in report.results if name_part in r.name]
+    assert not result.passed, result
+    for fragment in fragments:
+        assert fragment in result.message, result.message
 
 
 @pytest.mark.parametrize("name, exercise_id", [("echo", "06.1"), ("add_header", "06.2"), ("visits", "06.3"),
@@ -49,6 +59,11 @@ def test_reference_passes(name, exercise_id):
 def test_echo_that_reads_one_event_only():
     fails_with("06.1", variant("echo", ("    while more_body:\n", "    if more_body:\n")),
                "your app read 1 of them", "Read until more_body is False")
+
+
+def test_echo_that_reads_one_event_only_fails_under_uvicorn_too():
+    report = fails_with("06.1", variant("echo", ("    while more_body:\n", "    if more_body:\n")))
+    case_failed(report, "under uvicorn", "should come back whole", "read until more_body is False")
 
 
 def test_echo_with_a_str_body_or_header():
@@ -81,6 +96,37 @@ def test_echo_that_is_not_async():
 def test_add_header_that_replaces_the_headers():
     fails_with("06.2", variant("add_header", ('[*message.get("headers", []), pair]', "[pair]")),
                "append to them, don't replace them")
+
+
+def test_add_header_that_prepends_the_header():
+    fails_with("06.2", variant("add_header", ('[*message.get("headers", []), pair]',
+                                              '[pair, *message.get("headers", [])]')),
+               "the header goes after the app's own")
+
+
+def test_add_header_that_changes_the_app_s_dict_in_place():
+    for change in ('message["headers"].append(pair)',
+                   'message["headers"] = [*message.get("headers", []), pair]'):
+        fails_with("06.2", variant("add_header", (
+            'message = {**message, "headers": [*message.get("headers", []), pair]}', change)),
+                   "changed the app's own message dict", "Send a copy")
+
+
+def test_add_header_that_changes_the_message_after_sending_it():
+    report = fails_with("06.2", variant("add_header", (
+        '            if message["type"] == "http.response.start":\n'
+        '                message = {**message, "headers": [*message.get("headers", []), pair]}\n'
+        '            await send(message)\n',
+        '            await send(message)\n'
+        '            if message["type"] == "http.response.start":\n'
+        '                message["headers"].append(pair)\n')))
+    case_failed(report, "after the app's own", "should add (b'x-served-by', b'gatewaylab')")
+
+
+def test_add_header_that_returns_the_app_s_coroutine():
+    fails_with("06.2", variant("add_header", ("        await app(scope, receive, send_with_header)",
+                                              "        return app(scope, receive, send_with_header)")),
+               "coroutine, not awaited", "`await` it")
 
 
 def test_add_header_with_str_or_capitalised_names():
@@ -125,6 +171,15 @@ def test_visits_in_a_global():
     fails_with("06.3", answer, "not in a global")
 
 
+def test_visits_in_a_global_reset_at_startup():
+    source = NOTEBOOK.answers["visits"].replace(
+        '                scope["state"]["visits"] = []', '                SEEN.clear()').replace(
+        '    seen = scope["state"]["visits"]', '    seen = SEEN').replace(
+        "async def visits", "SEEN = []\n\n\nasync def visits")
+    assert "SEEN.clear()" in source and "seen = SEEN" in source
+    fails_with("06.3", NOTEBOOK.define(source, "visits"), "a second lifespan", "not in a global")
+
+
 def test_visits_that_never_answers_shutdown():
     fails_with("06.3", variant("visits", ('                await send({"type": "lifespan.shutdown.complete"})\n', "")),
                "lifespan.shutdown.complete")
@@ -155,7 +210,15 @@ def test_long_poll_that_blocks_the_loop():
     answer = variant("long_poll", ("    waited = asyncio.ensure_future(asyncio.sleep(seconds))",
                                    "    time.sleep(seconds)\n    waited = asyncio.ensure_future(asyncio.sleep(0))"))
     answer.__globals__["time"] = time
-    fails_with("06.4", answer, "time.sleep stops the whole loop")
+    fails_with("06.4", answer, "blocked the event loop", "time.sleep stops the whole loop")
+
+
+def test_long_poll_that_leaves_its_tasks_running():
+    report = fails_with("06.4", variant("long_poll", ("        left.cancel()\n        waited.cancel()\n",
+                                                      "        pass\n")),
+                        "left 1 task(s) running", "Cancel the tasks it started")
+    case_failed(report, "when nothing happens", "left 1 task(s) running")
+    case_failed(report, "when the client leaves", "left 1 task(s) running")
 
 
 def test_long_poll_that_takes_the_request_for_a_disconnect():
@@ -165,8 +228,10 @@ def test_long_poll_that_takes_the_request_for_a_disconnect():
 
 
 def test_long_poll_that_answers_the_client_who_left():
-    fails_with("06.4", variant("long_poll", ("        return  # the client has gone: no one to answer", "        pass")),
-               "send nothing")
+    report = fails_with("06.4", variant("long_poll", ("        return  # the client has gone: no one to answer",
+                                                      "        pass")),
+                        "send nothing")
+    case_failed(report, "under uvicorn", "sent it an answer anyway")
 
 
 def test_long_poll_that_ignores_the_query():

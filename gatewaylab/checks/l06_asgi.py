@@ -8,13 +8,14 @@ blocks it) before the case returns; the validator's verdicts are collected from 
 """
 
 import asyncio
+import copy
 import socket
 import time
 
 from gatewaylab.asgi_validate import ASGIValidationError, validator
 from gatewaylab.grading import CaseFailed, Exercise, short_repr, stop_thread
 from gatewaylab.servers import serve_asgi
-from gatewaylab.wire import Connection, exchange, request
+from gatewaylab.wire import Connection, request
 
 DEADLINE = 3.0  # seconds a request or a call by hand may take, beyond what the case expects
 
@@ -37,6 +38,8 @@ class Call:
     def __init__(self, app, scope, events=(), disconnect_after=None, limit=DEADLINE, late=""):
         self.sent, self.received = [], []
         self.took = None
+        self.left_running = []  # the tasks the app started and left running when it returned
+        self.longest_block = 0.0
         started = time.monotonic()
 
         async def receive():
@@ -53,21 +56,55 @@ class Call:
             return message
 
         async def send(message):
-            self.sent.append(message)
+            self.sent.append(copy.deepcopy(message))  # as the server had it then, whatever the app does later
+
+        beat = [time.monotonic()]
+
+        def lag():  # how long the loop has not run the heartbeat beyond its 0.02 s: how long the app blocked it
+            self.longest_block = max(self.longest_block, time.monotonic() - beat[0] - 0.02)
+
+        async def heartbeat():
+            while True:
+                beat[0] = time.monotonic()
+                await asyncio.sleep(0.02)
+                lag()
 
         async def main():
-            async with asyncio.timeout(limit):
-                await validator(app)(scope, receive, send)
+            beating = asyncio.ensure_future(heartbeat())
+            try:
+                async with asyncio.timeout(limit):
+                    await validator(app)(scope, receive, send)
+            finally:
+                lag()
+                beating.cancel()
+            await asyncio.sleep(0)  # let the tasks the app cancelled finish
+            self.left_running = [task for task in asyncio.all_tasks()
+                                 if task is not asyncio.current_task() and not task.cancelling()]
 
         try:
             asyncio.run(main())
         except ASGIValidationError as error:
             raise CaseFailed(f"the ASGI validator: {error}") from None
         except TimeoutError:
+            self.blocked()
             raise CaseFailed(f"your app had not returned after {limit:g} s (it was still waiting in receive() or "
                              f"on something else); the events so far: it received {self.kinds(self.received)}, "
                              f"sent {self.kinds(self.sent)}. {late}".rstrip()) from None
         self.took = time.monotonic() - started
+        self.blocked()
+
+    def blocked(self):
+        if self.longest_block > 0.2:
+            raise CaseFailed(f"your app blocked the event loop for {self.longest_block:.2f} s: time.sleep stops "
+                             "the whole loop (and a busy loop does too), so nothing else runs. Wait with "
+                             "await asyncio.sleep(), or await receive()")
+
+    def still_running(self):
+        """Fail if the app returned and left tasks of its own running."""
+        if self.left_running:
+            names = ", ".join(short_repr(task.get_coro(), 60) for task in self.left_running)
+            raise CaseFailed(f"your app returned and left {len(self.left_running)} task(s) running: {names}. "
+                             "Cancel the tasks it started (in a finally:), so nothing outlives the app")
 
     @staticmethod
     def kinds(messages):
@@ -125,9 +162,18 @@ class Served:
                 raise CaseFailed(f"under uvicorn, the ASGI validator: {error}")
             raise CaseFailed(f"under uvicorn, your app raised {type(error).__name__}: {error}")
 
-    def ask(self, raw, method="GET"):
+    def ask(self, raw, method="GET", pause=0.0):
+        """Send `raw` (bytes, or pieces sent `pause` s apart, so the server hands them on in several events)."""
+        pieces = [raw] if isinstance(raw, bytes) else raw
         try:
-            reply = exchange(self.server.address, time.monotonic() + DEADLINE, raw, method)
+            connection = Connection(self.server.address, time.monotonic() + DEADLINE)
+            try:
+                for piece in pieces:
+                    connection.send(piece)
+                    time.sleep(pause)
+                reply = connection.read_response(method)
+            finally:
+                connection.close()
         except (OSError, ValueError) as error:
             self.verdict()
             raise CaseFailed(f"under uvicorn, no complete answer: {type(error).__name__}: {error}") from None
@@ -185,18 +231,25 @@ def _(answer):
     _echoed(call, b"")
 
 
-@echo.case("over HTTP under uvicorn: a chunked body of 3 chunks, and a 100 kB one", timeout=20.0)
+@echo.case("over HTTP under uvicorn: a chunked body of 3 chunks, and a 100 kB one, each sent in pieces",
+           timeout=20.0)
 def _(answer):
     with Served(answer, "check-06.1") as served:
-        chunked = b"4\r\nabcd\r\n3\r\nefg\r\n1\r\nh\r\n0\r\n\r\n"
-        reply = served.ask(request("POST", "/", [("Transfer-Encoding", "chunked")], chunked), "POST")
+        # Each piece is sent 0.1 s after the last, so uvicorn hands it on in an http.request of its own.
+        chunked = [request("POST", "/", [("Transfer-Encoding", "chunked")]), b"4\r\nabcd\r\n",
+                   b"3\r\nefg\r\n", b"1\r\nh\r\n0\r\n\r\n"]
+        reply = served.ask(chunked, "POST", pause=0.1)
         if (reply.status, reply.body) != (200, b"abcdefgh"):
-            raise CaseFailed("a chunked POST of abcdefgh should come back as it was",
+            raise CaseFailed("a chunked POST of abcdefgh, sent a chunk at a time, should come back whole: read "
+                             "until more_body is False, joining the bodies",
                              expected=(200, b"abcdefgh"), got=(reply.status, short_repr(reply.body, 60)))
         big = bytes(range(256)) * 400
-        reply = served.ask(request("POST", "/", [("Content-Length", str(len(big)))], big), "POST")
+        pieces = [request("POST", "/", [("Content-Length", str(len(big)))])]
+        pieces += [big[i:i + 25600] for i in range(0, len(big), 25600)]
+        reply = served.ask(pieces, "POST", pause=0.1)
         if reply.body != big:
-            raise CaseFailed("a 100 kB body (which uvicorn hands on in several events) should come back whole",
+            raise CaseFailed("a 100 kB body, sent in 4 pieces (which uvicorn hands on in several events), should "
+                             "come back whole: read until more_body is False",
                              expected=f"{len(big)} bytes", got=f"{len(reply.body)} bytes")
 
 
@@ -224,21 +277,34 @@ add_header = Exercise(
 )
 
 
-async def _hello(scope, receive, send):
-    """The app the check wraps: streams its answer in two body events."""
-    if scope["type"] == "lifespan":
-        while (await receive())["type"] != "lifespan.shutdown":
-            await send({"type": "lifespan.startup.complete"})
-        await send({"type": "lifespan.shutdown.complete"})
-        return
-    await receive()
-    await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]})
-    await send({"type": "http.response.body", "body": b"hello, ", "more_body": True})
-    await send({"type": "http.response.body", "body": b"world"})
+OWN_HEADERS = [(b"content-type", b"text/plain"), (b"cache-control", b"no-store")]
 
 
-def _wrapped(answer, name="X-Served-By", value="gatewaylab"):
-    wrapped = answer(_hello, name, value)
+def _hello(sent=None):
+    """The app the check wraps: streams its answer in two body events; each message it sends, and a copy of it
+    as it was, go to `sent`, to see whether the middleware changed the app's own dict."""
+
+    async def send_kept(send, message):
+        if sent is not None:
+            sent.append((message, copy.deepcopy(message)))
+        await send(message)
+
+    async def hello(scope, receive, send):
+        if scope["type"] == "lifespan":
+            while (await receive())["type"] != "lifespan.shutdown":
+                await send({"type": "lifespan.startup.complete"})
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+        await receive()
+        await send_kept(send, {"type": "http.response.start", "status": 200, "headers": list(OWN_HEADERS)})
+        await send_kept(send, {"type": "http.response.body", "body": b"hello, ", "more_body": True})
+        await send_kept(send, {"type": "http.response.body", "body": b"world"})
+
+    return hello
+
+
+def _wrapped(answer, name="X-Served-By", value="gatewaylab", sent=None):
+    wrapped = answer(_hello(sent), name, value)
     if not callable(wrapped):
         raise CaseFailed("add_header(app, name, value) must return an app (a function)", got=short_repr(wrapped, 80))
     return wrapped
@@ -246,15 +312,24 @@ def _wrapped(answer, name="X-Served-By", value="gatewaylab"):
 
 @add_header.case("the header is added to http.response.start, lower-case bytes, after the app's own")
 def _(answer):
-    call = Call(_wrapped(answer), http_scope(), request_events())
+    sent = []
+    call = Call(_wrapped(answer, sent=sent), http_scope(), request_events())
     starts = [m for m in call.sent if m.get("type") == "http.response.start"]
-    headers = list(starts[0].get("headers", [])) if starts else []
-    if (b"x-served-by", b"gatewaylab") not in [tuple(pair) for pair in headers]:
+    headers = [tuple(pair) for pair in starts[0].get("headers", [])] if starts else []
+    if (b"x-served-by", b"gatewaylab") not in headers:
         raise CaseFailed("add_header(app, 'X-Served-By', 'gatewaylab') should add (b'x-served-by', b'gatewaylab') "
                          "to http.response.start's headers", got=short_repr(headers, 120))
-    if (b"content-type", b"text/plain") not in [tuple(pair) for pair in headers]:
+    if not set(OWN_HEADERS) <= set(headers):
         raise CaseFailed("the app's own headers must stay: append to them, don't replace them",
                          got=short_repr(headers, 120))
+    if headers != [*OWN_HEADERS, (b"x-served-by", b"gatewaylab")]:
+        raise CaseFailed("the header goes after the app's own, once: append it to the end of the list",
+                         expected=[*OWN_HEADERS, (b"x-served-by", b"gatewaylab")], got=short_repr(headers, 160))
+    changed = [(message, kept) for message, kept in sent if message != kept]
+    if changed:
+        raise CaseFailed("your middleware changed the app's own message dict (or its headers list) in place: the "
+                         "app may use it again. Send a copy instead: {**message, 'headers': [...]}",
+                         expected=changed[0][1], got=short_repr(changed[0][0], 160))
 
 
 @add_header.case("every other event passes through unchanged and in order; the body is the app's")
@@ -346,6 +421,15 @@ def _(answer):
         raise CaseFailed("three requests, each given a copy of the lifespan's state (as servers do), should "
                          "count 1, 2, 3: an int in the state is copied for each request, a list is shared",
                          expected=wanted, got=bodies)
+    # A second server in the same process (its own lifespan, its own state), then the first one again.
+    other = _lifespan_by_hand(answer)
+    bodies = [Call(answer, http_scope(state=dict(shared)), request_events()).response()[2]
+              for shared in (other, state)]
+    if bodies != [b"visit 1", b"visit 4"]:
+        raise CaseFailed("a second lifespan (a second server in the same process) starts its own count, and the "
+                         "first server's goes on: keep the count in the state that startup creates, not in a "
+                         "global (a global is shared by every server of the process, even one reset at startup)",
+                         expected=[b"visit 1", b"visit 4"], got=bodies)
 
 
 @visits.case("over HTTP under uvicorn, twice: each server's lifespan starts counting from 1", timeout=25.0)
@@ -390,6 +474,7 @@ def _(answer):
     if (status, body) != (200, b"no news"):
         raise CaseFailed("after 0.3 s with no disconnect, answer 200 b\"no news\"", expected=(200, b"no news"),
                          got=(status, body))
+    call.still_running()
     if not 0.25 < call.took < 1.0:
         raise CaseFailed(f"?wait=0.3 should answer after about 0.3 s; yours took {call.took:.2f} s (read the "
                          "number from scope['query_string'], bytes such as b'wait=0.3')",
@@ -409,15 +494,23 @@ def _(answer):
         raise CaseFailed(f"the client left after 0.2 s, but your app returned after {call.took:.2f} s: wait for "
                          "receive() (http.disconnect) and the sleep at once, and stop at the first",
                          expected="about 0.2 s", got=f"{call.took:.2f} s")
+    call.still_running()
 
 
 @long_poll.case("over HTTP under uvicorn: a client that hangs up ends the poll; one that waits gets its answer",
                 timeout=25.0)
 def _(answer):
-    returned = []
+    returned, sent = [], []
 
     async def timed(scope, receive, send):
-        await answer(scope, receive, send)
+        kinds = []
+        sent.append(kinds)
+
+        async def noted(message):
+            kinds.append(message.get("type") if isinstance(message, dict) else message)
+            await send(message)
+
+        await answer(scope, receive, noted)
         returned.append(time.monotonic())
 
     with Served(timed, "check-06.4") as served:
@@ -437,3 +530,7 @@ def _(answer):
     if len(returned) < 2 or returned[1] - hung_up > 1.0:
         raise CaseFailed("a client hung up 0.2 s into a 5 s poll, but your app went on waiting: uvicorn's "
                          "receive() gives http.disconnect when the client leaves; wait for it and the time at once")
+    if sent[1]:
+        raise CaseFailed("a client hung up 0.2 s into a 5 s poll: your app noticed, but sent it an answer anyway "
+                         "(uvicorn drops it). The client has gone: return without sending",
+                         got=sent[1])
