@@ -206,7 +206,7 @@ async def checked_call(app, scope, receive, send, cycle, on_receive, on_send):
     returned = await result
     if inspect.iscoroutine(returned):
         returned.close()  # it will never run: closed, Python does not warn it was never awaited
-        require(False, f"app: returned {returned.__qualname__}()'s coroutine, not awaited, so "
+        require(False, f"app: returned {returned.__name__}()'s coroutine, not awaited, so "
                 "that app never ran: `await` it (await app(scope, receive, send)), don't return it")
 
 
