@@ -41,6 +41,9 @@ from pathlib import Path
 
 import psutil
 
+# The measuring tools are the WSGI benchmark's: the same wrk run and load driver for both interfaces.
+from wsgi_server import free_port, with_driver, with_wrk
+
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 DELAY = 0.5  # seconds the slow app waits
@@ -67,12 +70,6 @@ async def slow(scope, receive, send):
 
 
 # --- running servers ------------------------------------------------------------------------------------------------
-
-def free_port():
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
 
 def command(kind, app, port):
     if kind == "gatewaylab":
@@ -131,28 +128,6 @@ class Server:
 
 
 # --- measuring ------------------------------------------------------------------------------------------------------
-
-def with_wrk(url, duration, close):
-    """Requests per second that wrk (1 thread, 10 connections) gets; errors count against it."""
-    headers = ["-H", "Connection: close"] if close else []
-    out = subprocess.run(["wrk", "-t1", "-c10", f"-d{duration}s", *headers, url], capture_output=True, text=True,
-                         check=True).stdout
-    total = int(re.search(r"(\d+) requests in", out)[1])
-    failed = sum(int(n) for n in re.findall(r"(?:connect|read|write|timeout) (\d+)", out))
-    failed += int(re.search(r"Non-2xx or 3xx responses: (\d+)", out)[1]) if "Non-2xx" in out else 0
-    seconds = float(re.search(r"requests in ([\d.]+)s", out)[1])
-    return (total - failed) / seconds
-
-
-def with_driver(url, duration, close):
-    """The same with gatewaylab.load (10 clients), run until `duration` seconds have passed."""
-    from gatewaylab.load import load
-
-    ok, started = 0, time.monotonic()
-    while time.monotonic() - started < duration:
-        ok += load(url, clients=10, requests=2000, keep_alive=not close).ok
-    return ok / (time.monotonic() - started)
-
 
 def slow_wall(url, clients):
     """Seconds until `clients` concurrent requests to the slow app have all been answered."""

@@ -9,7 +9,10 @@
 from __future__ import annotations
 
 import ast
+import contextlib
 import re
+import threading
+import time
 from pathlib import Path
 
 import nbformat
@@ -68,3 +71,17 @@ def failure_messages(report) -> str:
     """The messages of the failed cases of a report that must be a plain failure (not "not solved yet")."""
     assert not report.passed and not report.not_solved, str(report)
     return "\n".join(r.message for r in report.results if not r.passed)
+
+
+@contextlib.contextmanager
+def nothing_left_running(exercise_prefix: str):
+    """A check (and the answer it ran) stops its servers, named check-NN..., and every thread it started ends."""
+    from gatewaylab.servers import running
+
+    before = set(threading.enumerate())
+    yield
+    assert not [name for name in running() if name.startswith(exercise_prefix)]
+    deadline = time.monotonic() + 10
+    while set(threading.enumerate()) - before and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not set(threading.enumerate()) - before, threading.enumerate()

@@ -3,16 +3,14 @@
 so these tests do too."""
 
 import socket
-import threading
 import time
 from pathlib import Path
 
 import pytest
 
 from gatewaylab.grading import run_check
-from solution_answers import SolutionNotebook, failure_messages
+from solution_answers import SolutionNotebook, failure_messages, nothing_left_running
 from gatewaylab.load import LoadResult, RequestRecord
-from gatewaylab.servers import running
 
 NOTEBOOK = SolutionNotebook("04_wsgi_and_concurrency.ipynb")
 reference, variant = NOTEBOOK.reference, NOTEBOOK.variant
@@ -30,15 +28,9 @@ def wrong(source: str, name: str):
 
 
 @pytest.fixture(autouse=True)
-def nothing_left_running():
-    """Every check stops its servers, and every thread it (or the answer) started ends."""
-    before = set(threading.enumerate())
-    yield
-    assert not [name for name in running() if name.startswith("check-04")]
-    deadline = time.monotonic() + 10
-    while set(threading.enumerate()) - before and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert not set(threading.enumerate()) - before, threading.enumerate()
+def _nothing_left_running():
+    with nothing_left_running("check-04"):
+        yield
 
 
 def test_handling_in_the_accept_loop_is_sequential_and_fails():

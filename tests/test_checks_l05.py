@@ -2,14 +2,11 @@
 pass, and wrong answers (the mistakes learners make) fail with a message that says what to fix. 05.2 serves real
 clients, 05.3 measures a real loop's lag, so these tests do too."""
 
-import threading
-import time
 
 import pytest
 
 from gatewaylab.grading import run_check
-from gatewaylab.servers import running
-from solution_answers import SolutionNotebook, failure_messages
+from solution_answers import SolutionNotebook, failure_messages, nothing_left_running
 
 NOTEBOOK = SolutionNotebook("05_async_io.ipynb")
 reference, variant = NOTEBOOK.reference, NOTEBOOK.variant
@@ -27,15 +24,9 @@ def wrong(source: str, name: str):
 
 
 @pytest.fixture(autouse=True)
-def nothing_left_running():
-    """Every check stops its servers, and every thread it (or the answer) started ends."""
-    before = set(threading.enumerate())
-    yield
-    assert not [name for name in running() if name.startswith("check-05")]
-    deadline = time.monotonic() + 10
-    while set(threading.enumerate()) - before and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert not set(threading.enumerate()) - before, threading.enumerate()
+def _nothing_left_running():
+    with nothing_left_running("check-05"):
+        yield
 
 
 def failed(report, words):

@@ -2,14 +2,12 @@
 make) fail with a message that says what to fix. The checks serve the answers under uvicorn, so these tests do too,
 and make sure no server or thread is left behind."""
 
-import threading
 import time
 
 import pytest
 
 from gatewaylab.grading import run_check
-from gatewaylab.servers import running
-from solution_answers import SolutionNotebook, failure_messages
+from solution_answers import SolutionNotebook, failure_messages, nothing_left_running
 
 NOTEBOOK = SolutionNotebook("06_asgi_the_interface.ipynb")
 reference, variant = NOTEBOOK.reference, NOTEBOOK.variant
@@ -21,14 +19,9 @@ pytestmark = [
 
 
 @pytest.fixture(autouse=True)
-def nothing_left_running():
-    before = set(threading.enumerate())
-    yield
-    assert not [name for name in running() if name.startswith("check-06")]
-    deadline = time.monotonic() + 10
-    while set(threading.enumerate()) - before and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert not set(threading.enumerate()) - before, threading.enumerate()
+def _nothing_left_running():
+    with nothing_left_running("check-06"):
+        yield
 
 
 def fails_with(exercise_id, answer, *fragments):
