@@ -24,8 +24,8 @@ import threading
 from urllib.parse import unquote
 
 from gatewaylab.http1 import (CONTINUE, HOP_BY_HOP, LINE, MAX_BODY, MAX_HEAD, MAX_LINE, PIECE,
-                              REASONS, ChunkedBody, HTTPError, Request, ResponseBody,
-                              build_head, check_field, choose_framing, error_answer,
+                              REASONS, ChunkedBody, HTTPError, ResponseBody, build_head,
+                              check_field, choose_framing, connection_options, error_answer,
                               parse_request, request_body_length, wants_continue)
 from gatewaylab.wsgi import ClientDisconnected, listen, load_app
 
@@ -202,9 +202,7 @@ def response_body(message):
 def asks_to_close(fields):
     """Did the app send Connection: close? The core reads the options, as it does a request's."""
     values = [value for name, value in fields if name.lower() == "connection"]
-    if not values:
-        return False
-    return not Request("GET", "/", "HTTP/1.1", [("Connection", ", ".join(values))]).keep_alive
+    return bool(values) and "close" in connection_options(", ".join(values))
 
 
 # --- One request and its response -------------------------------------------------------------

@@ -205,6 +205,12 @@ def parse_headers(lines: list[bytes]) -> list[tuple[str, str]]:
     return headers
 
 
+def connection_options(value: str) -> set[str]:
+    """The options a Connection header lists, lower-case: "Keep-Alive, Upgrade" -> {"keep-alive",
+    "upgrade"}. Both servers read them: a request's, and an ASGI app's response header."""
+    return {option.strip().lower() for option in value.split(",")}
+
+
 @dataclass
 class Request:
     """A parsed request head. Header names are kept as sent;
@@ -247,7 +253,7 @@ class Request:
     def keep_alive(self) -> bool:
         """Whether the client expects the connection to
         stay open after the response (RFC 9112 9.3)."""
-        options = {option.strip().lower() for option in self.header("Connection", "").split(",")}
+        options = connection_options(self.header("Connection", ""))
         if self.version == "HTTP/1.0":
             return "keep-alive" in options and "close" not in options
         return "close" not in options

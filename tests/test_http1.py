@@ -351,3 +351,9 @@ def test_an_invalid_host_value_is_400(value):
 def test_a_valid_host_value_is_kept(value):
     # an empty value is valid: a client sends one when the target URI has no authority (RFC 9112 3.2)
     assert parse(b"GET / HTTP/1.1\r\nHost: " + value + b"\r\n\r\n").host == value.decode()
+
+
+def test_connection_options_are_a_lower_case_set():
+    assert http1.connection_options("Keep-Alive, Upgrade") == {"keep-alive", "upgrade"}
+    assert "close" in http1.connection_options("foo ,CLOSE")
+    assert "close" not in http1.connection_options("closed")
