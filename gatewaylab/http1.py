@@ -224,18 +224,21 @@ class Request:
     def header(self, name: str, default=None):
         """The value of a header, repeated ones joined with ", " as RFC 9110 5.3 allows."""
         # (Set-Cookie is the one field that cannot be joined, but it only appears in responses.)
-        values = [value for key, value in self.headers if key.lower() == name.lower()]
+        name = name.lower()
+        values = [value for key, value in self.headers if key.lower() == name]
         return ", ".join(values) if values else default
 
     @property
     def path(self) -> str:
         """The target's path, still percent-encoded: "/" or more;
         "" for "*" (OPTIONS) and "host:port" (CONNECT)."""
+        if self.target.startswith("/"):  # origin-form, the usual case
+            return self.target.partition("?")[0]
         absolute = ABSOLUTE_FORM.fullmatch(self.target)
         if absolute:
             # "http://host" and "http://host/" ask for the same
             return absolute[2].partition("?")[0] or "/"
-        return self.target.partition("?")[0] if self.target.startswith("/") else ""
+        return ""
 
     @property
     def query(self) -> str:  # what follows the first "?", still percent-encoded
