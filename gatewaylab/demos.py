@@ -29,7 +29,8 @@ from gatewaylab.load import LoadResult, load
 from gatewaylab.plots import OKABE_ITO, Plot, timeline
 from gatewaylab.servers import serve_asgi, serve_wsgi
 
-__all__ = ["PredictRun", "show_when", "teaser_race", "Race", "slow_wsgi_app", "slow_asgi_app"]
+__all__ = ["PredictRun", "show_when", "teaser_race", "Race", "slow_wsgi_app", "slow_asgi_app", "slow_requests_record",
+           "loop_lag_record"]
 
 
 class PredictRun:
@@ -51,23 +52,29 @@ class PredictRun:
     measure(result) gives the number the learner predicted (default: a LoadResult's wall time); the panel compares it
     with the prediction. controls: more widgets (settings the learner can change), shown above the prediction box.
     button: the Run button's label. In question and title, `backticks` mark code.
+
+    record(result) keeps what a run measured for lesson 10's decision panel: it returns (key, figures, summary) for
+    gatewaylab.measurements.record, or None to keep nothing. It runs after each successful run, in the run's thread;
+    whatever goes wrong in it (or in saving) is said in the panel's status line and never fails the demo.
     """
 
     def __init__(self, question: str, unit: str, run: Callable[[Callable[[int, int], None]], Any],
                  plot: Callable[[Any, float | None], Plot], *, default: float | None = None, title: str | None = None,
                  measure: Callable[[Any], float] | None = None, button: str = "Run",
-                 controls: Iterable[widgets.Widget] = ()):
+                 controls: Iterable[widgets.Widget] = (),
+                 record: Callable[[Any], tuple[str, dict, str] | None] | None = None):
         for name, value in (("run", run), ("plot", plot)):
             if not callable(value):
                 raise TypeError(f"{name} must be a function, not {value!r}")
-        if measure is not None and not callable(measure):
-            raise TypeError(f"measure must be a function, not {measure!r}")
+        for name, value in (("measure", measure), ("record", record)):
+            if value is not None and not callable(value):
+                raise TypeError(f"{name} must be a function, not {value!r}")
         controls = list(controls)
         for control in controls:
             if not isinstance(control, widgets.Widget):
                 raise TypeError(f"controls must be widgets, not {control!r}")
         self.question, self.unit, self.title, self.button_label = question, unit, title, button
-        self._run, self._plot, self._measure = run, plot, measure or _wall_time
+        self._run, self._plot, self._measure, self._record = run, plot, measure or _wall_time, record
         self.result: Any = None
         self.last_plot: Plot | None = None
         self.last_prediction: float | None = None
@@ -227,11 +234,27 @@ class PredictRun:
             self._last_measured = measured
             self.output.value = _block(f"<p style='margin:0.5em 0'><b>"
                                        f"{html.escape(self.comparison(prediction, measured))}</b></p>{plot.html()}")
-            self.status.value = f"done in {time.perf_counter() - started:.1f} s"
+            self.status.value = f"done in {time.perf_counter() - started:.1f} s" + self._keep(result)
             return result
         finally:
             self.button.disabled = False
             self._busy.release()
+
+    def _keep(self, result) -> str:
+        """Record the run's figures (if the panel has a record function); a note for the status line when that
+        failed. Nothing raised here reaches the demo: its measurement stands whether or not it could be kept."""
+        if self._record is None:
+            return ""
+        try:
+            kept = self._record(result)
+            if kept is not None:
+                from gatewaylab import measurements  # only panels that record need it
+
+                key, figures, summary = kept
+                measurements.record(key, figures, summary)
+        except Exception as exc:
+            return html.escape(f" (not kept for lesson 10's comparison: {type(exc).__name__}: {exc})")
+        return ""
 
     def _show_progress(self, done: int, total: int) -> None:
         self.progress.max = max(total, 1)
@@ -402,3 +425,53 @@ def teaser_race(clients: int = 20, delay: float = 0.5) -> PredictRun:
         measure=lambda result: result.wsgi.wall)
     demo.widget.add_class("gatewaylab-race")
     return demo
+
+
+# --- what lessons 04 and 05 keep for lesson 10 (gatewaylab.measurements) ----------------------------------------------
+
+SLOW_REQUEST_NAMES = {"sequential": "sequential", "threaded": "a thread per connection", "pool": "pool"}
+
+
+def slow_requests_record(result: LoadResult, kind: str, clients: int, delay: float, pool: int | None = None,
+                         **_other_settings) -> tuple[str, dict, str]:
+    """Lesson 04's slow-requests panel, as PredictRun's record: ("04.slow_requests", figures, summary).
+
+    figures: {"clients": N, "delay_s": d, "wall_s": {kind: s, ...}, "pool_size": n}. A run with the same clients and
+    delay as the figures kept adds its kind's wall time to theirs (the sequential panel, then the pool's, give one
+    comparison); other settings start afresh. A pool's wall time is kept with its pool size. A run in which any
+    request failed is not kept (ValueError): its wall time would say nothing about the server.
+    """
+    from gatewaylab import measurements
+
+    if kind not in SLOW_REQUEST_NAMES:
+        raise ValueError(f"kind must be one of {', '.join(SLOW_REQUEST_NAMES)}, not {kind!r}")
+    if result.ok != clients:
+        raise ValueError(f"{clients - result.ok} of {clients} requests failed")
+    kept = measurements.load().get("04.slow_requests", {}).get("figures", {})
+    same = kept.get("clients") == clients and kept.get("delay_s") == delay and isinstance(kept.get("wall_s"), dict)
+    wall = {name: s for name, s in kept["wall_s"].items() if name in SLOW_REQUEST_NAMES} if same else {}
+    figures = {"clients": clients, "delay_s": delay, "wall_s": wall}
+    if kind == "pool":
+        if pool is None:
+            raise ValueError("a pool's run needs its pool size")
+        figures["pool_size"] = pool
+    elif same and "pool" in wall and isinstance(kept.get("pool_size"), int):
+        figures["pool_size"] = kept["pool_size"]
+    else:
+        wall.pop("pool", None)
+    wall[kind] = round(result.wall, 3)
+    parts = [(f"pool of {figures['pool_size']}" if name == "pool" else SLOW_REQUEST_NAMES[name])
+             + f" {wall[name]:.2f} s" for name in SLOW_REQUEST_NAMES if name in wall]
+    return "04.slow_requests", figures, f"{clients} clients x {delay:g} s: " + ", ".join(parts)
+
+
+def loop_lag_record(blocking_s: float, fixed_s: float, calls: int = 5,
+                    call_s: float = 0.1) -> tuple[str, dict, str]:
+    """Lesson 05's loop-lag demo, as PredictRun's record: ("05.loop_lag", figures, summary), from the worst lag (s) of
+    the heartbeat with the blocking call made in `async def`, and with it in asyncio.to_thread.
+    figures: {"blocking_ms": ..., "fixed_ms": ..., "calls": 5, "call_ms": 100}."""
+    figures = {"blocking_ms": round(blocking_s * 1000, 1), "fixed_ms": round(fixed_s * 1000, 1), "calls": calls,
+               "call_ms": round(call_s * 1000, 1)}
+    return "05.loop_lag", figures, (f"{calls} blocking calls of {call_s * 1000:g} ms: worst loop lag "
+                                    f"{figures['blocking_ms']:g} ms in async def, {figures['fixed_ms']:g} ms "
+                                    f"in asyncio.to_thread")

@@ -7,8 +7,9 @@ import time
 import ipywidgets as widgets
 import pytest
 
-from gatewaylab import servers
-from gatewaylab.demos import PredictRun, Race, show_when, slow_asgi_app, slow_wsgi_app, teaser_race
+from gatewaylab import measurements, servers
+from gatewaylab.demos import (PredictRun, Race, loop_lag_record, show_when, slow_asgi_app, slow_requests_record,
+                              slow_wsgi_app, teaser_race)
 from gatewaylab.load import load
 from gatewaylab.load import LoadResult, RequestRecord
 from gatewaylab.plots import timeline
@@ -271,3 +272,99 @@ def test_bad_arguments_are_refused():
         demo.run("ten")
     with pytest.raises(ValueError, match="default must be a number of 0 or more"):
         PredictRun("Q", "s", lambda progress: None, lambda r, p: None, default=-1)
+
+
+# --- recording for lesson 10 -------------------------------------------------------------------------------------------
+
+def test_bad_arguments_are_refused_record_too():
+    with pytest.raises(TypeError, match="record must be a function"):
+        PredictRun("Q", "s", lambda progress: None, lambda r, p: None, record="04.slow_requests")
+
+
+def test_a_panel_with_record_keeps_each_runs_figures():
+    walls = iter([2.0, 3.0])
+    demo = PredictRun("How long?", "s", lambda progress: fake_result(next(walls)),
+                      lambda result, prediction: timeline(result),
+                      record=lambda result: ("99.fake", {"wall_s": result.wall}, f"took {result.wall:g} s"))
+    demo.run(prediction=1.0)
+    assert measurements.load()["99.fake"]["figures"] == {"wall_s": 2.0}
+    demo.button.click()  # from the button too (a background thread)
+    demo.wait(5)
+    kept = measurements.load()["99.fake"]
+    assert kept["figures"] == {"wall_s": 3.0} and kept["summary"] == "took 3 s"
+    assert demo.status.value.startswith("done in") and "not kept" not in demo.status.value
+
+
+def test_a_panel_without_record_keeps_nothing_and_none_means_nothing_to_keep():
+    PredictRun("Q", "s", lambda progress: fake_result(1.0), lambda r, p: timeline(r)).run()
+    PredictRun("Q", "s", lambda progress: fake_result(1.0), lambda r, p: timeline(r), record=lambda r: None).run()
+    assert measurements.load() == {}
+
+
+def broken_records():
+    def raises(result):
+        raise KeyError("blocking")
+
+    return [raises, lambda result: ("99.fake", {"wall": {1, 2}}, "a set is no JSON"),
+            lambda result: ("no key", {"wall": 1.0}, "x"), lambda result: "not a triple"]
+
+
+@pytest.mark.parametrize("record", broken_records())
+def test_a_record_that_fails_never_fails_the_demo_and_says_so(record):
+    demo = PredictRun("Q", "s", lambda progress: fake_result(1.5), lambda r, p: timeline(r), record=record)
+    result = demo.run(prediction=1.0)
+    assert result.wall == 1.5 and "measured 1.5 s" in demo.output.value
+    assert demo.status.value.startswith("done in") and "not kept for lesson 10" in demo.status.value
+    demo.button.click()
+    demo.wait(5)
+    assert "not kept for lesson 10" in demo.status.value and demo.button.disabled is False
+    assert measurements.load() == {}
+
+
+def test_an_unwritable_home_never_fails_a_recording_demo(monkeypatch, tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    monkeypatch.setenv("GATEWAYLAB_PROGRESS", str(blocker / "progress.json"))
+    monkeypatch.setattr(measurements, "_warned", set())
+    demo = PredictRun("Q", "s", lambda progress: fake_result(1.5), lambda r, p: timeline(r),
+                      record=lambda result: ("99.fake", {"wall_s": 1.5}, "x"))
+    with pytest.warns(UserWarning, match="could not save the measurement"):
+        assert demo.run().wall == 1.5
+    assert demo.status.value.startswith("done in")
+
+
+def loaded(wall, clients=8, failed=0):
+    records = [RequestRecord(0, n, 0.0, wall, None if n < failed else 200, "refused" if n < failed else None)
+               for n in range(clients)]
+    return LoadResult("fake", "http://x/?delay=0.25", clients, records, wall)
+
+
+def test_slow_requests_record_merges_the_kinds_run_with_the_same_load():
+    measurements.record(*slow_requests_record(loaded(2.0123), "sequential", 8, 0.25))
+    measurements.record(*slow_requests_record(loaded(0.26), "threaded", 8, 0.25, pool=3))
+    key, figures, summary = slow_requests_record(loaded(0.76), "pool", 8, 0.25, pool=3)
+    assert key == "04.slow_requests"
+    assert figures == {"clients": 8, "delay_s": 0.25, "pool_size": 3,
+                       "wall_s": {"sequential": 2.012, "threaded": 0.26, "pool": 0.76}}
+    assert summary == "8 clients x 0.25 s: sequential 2.01 s, a thread per connection 0.26 s, pool of 3 0.76 s"
+    measurements.record(key, figures, summary)
+    # another sequential run with the same load keeps the pool's figures and its size
+    figures = slow_requests_record(loaded(2.1), "sequential", 8, 0.25)[1]
+    assert figures["pool_size"] == 3 and figures["wall_s"]["pool"] == 0.76 and figures["wall_s"]["sequential"] == 2.1
+    # a different load starts afresh: the old runs measured something else
+    key, figures, summary = slow_requests_record(loaded(4.0, clients=16), "sequential", 16, 0.25)
+    assert figures == {"clients": 16, "delay_s": 0.25, "wall_s": {"sequential": 4.0}}
+    assert summary == "16 clients x 0.25 s: sequential 4.00 s"
+
+
+def test_slow_requests_record_refuses_a_run_with_failures_and_unknown_kinds():
+    with pytest.raises(ValueError, match="2 of 8 requests failed"):
+        slow_requests_record(loaded(0.5, failed=2), "pool", 8, 0.25, pool=3)
+    with pytest.raises(ValueError, match="kind must be one of"):
+        slow_requests_record(loaded(0.5), "uvicorn", 8, 0.25)
+
+
+def test_loop_lag_record():
+    key, figures, summary = loop_lag_record(0.5012, 0.0031)
+    assert key == "05.loop_lag" and figures == {"blocking_ms": 501.2, "fixed_ms": 3.1, "calls": 5, "call_ms": 100}
+    assert summary == "5 blocking calls of 100 ms: worst loop lag 501.2 ms in async def, 3.1 ms in asyncio.to_thread"
