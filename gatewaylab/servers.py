@@ -250,8 +250,9 @@ def serve_asgi(app, name: str = "asgi", *, server: str = "uvicorn", host: str = 
                lifespan: str = "auto", **uvicorn_config) -> RunningServer:
     """Serve an ASGI app in a background thread running its own event loop.
 
-    server: "uvicorn", or "gatewaylab" (the course's own ASGI server, gatewaylab.asgi). Extra keyword arguments go to
-    uvicorn.Config (for example `timeout_keep_alive=1`).
+    server: "uvicorn", or "gatewaylab" (the course's own ASGI server, gatewaylab.asgi, with WebSocket from
+    gatewaylab.websocket). Both serve WebSocket too. Extra keyword arguments go to uvicorn.Config (for example
+    `timeout_keep_alive=1`).
     """
     if not callable(app):
         raise TypeError(f"serve_asgi needs an ASGI app (an async callable taking scope, receive, send), not {app!r}")
@@ -292,14 +293,15 @@ def serve_asgi(app, name: str = "asgi", *, server: str = "uvicorn", host: str = 
 
 
 def _serve_course_asgi(app, name, host, port, lifespan, options) -> RunningServer:
-    from gatewaylab.asgi import ASGIServer
+    # ASGIServer with WebSocket (gatewaylab.websocket): everything else is ASGIServer's, HTTP served the same
+    from gatewaylab.websocket import WebSocketServer
 
     unknown = set(options) - {"backlog", "log_level"}
     if unknown:
         raise TypeError(f"the course's ASGI server takes no {', '.join(sorted(unknown))} (those are uvicorn options)")
     stop(name)
     # start() returns once the server serves; a failed lifespan startup raises here and leaves no thread behind.
-    asgi_server = ASGIServer(app, host, port, lifespan=lifespan, backlog=options.get("backlog", 1024)).start()
+    asgi_server = WebSocketServer(app, host, port, lifespan=lifespan, backlog=options.get("backlog", 1024)).start()
     bound_host, bound_port = asgi_server.server_address[:2]
     running_server = RunningServer(name, "gatewaylab", bound_host, bound_port, asgi_server.shutdown,
                                    thread=asgi_server.thread)

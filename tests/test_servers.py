@@ -225,3 +225,29 @@ def test_the_course_asgi_server_serves_and_stops():
         servers.serve_asgi(hello_asgi, name="t", server="gatewaylab", timeout_keep_alive=1)
     with pytest.raises(ValueError, match="server must be"):
         servers.serve_asgi(hello_asgi, name="t", server="hypercorn")
+
+
+async def echo_websocket(scope, receive, send):
+    """Accepts, echoes one text message, then waits for the client to leave."""
+    if scope["type"] != "websocket":
+        raise RuntimeError("only websocket")
+    await receive()
+    await send({"type": "websocket.accept"})
+    message = await receive()
+    await send({"type": "websocket.send", "text": f"echo: {message['text']}"})
+    await receive()
+
+
+@pytest.mark.parametrize("kind", ["gatewaylab", "uvicorn"])
+def test_both_asgi_servers_speak_websocket(kind):
+    from websockets.asyncio.client import connect
+
+    async def client(url):
+        async with connect(url) as ws:
+            await ws.send("hi")
+            return await asyncio.wait_for(ws.recv(), 10)
+
+    with servers.serve_asgi(echo_websocket, name="ws", server=kind) as server:
+        assert asyncio.run(client(server.url.replace("http://", "ws://") + "/")) == "echo: hi"
+        assert httpx.get(server.url).status_code == 500  # an HTTP request to a WebSocket-only app
+    assert port_is_free(server.port)
