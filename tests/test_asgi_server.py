@@ -516,6 +516,24 @@ def test_keep_alive_follows_the_version_and_the_connection_header():
                 connection.close()
 
 
+def test_a_streamed_response_on_a_kept_alive_connection_is_not_held_back_by_nagle():
+    # asyncio sets TCP_NODELAY only on a socket whose proto is IPPROTO_TCP; one accepted from
+    # socket.create_server's listener has proto 0 (uvicorn's issue #3149 is the same trap). Without
+    # it, each small chunk after the first response waits for the client's delayed ACK (~40 ms).
+    with running(streaming_app([b"one ", b"two ", b"three"])) as server:
+        connection = connect(server)
+        try:
+            for _ in range(2):
+                connection.send(request())
+                assert connection.read_response().body == b"one two three"
+            [served] = list(server.connections)
+            sock = served.writer.get_extra_info("socket")
+            assert sock.proto == 0  # what the listener gives: asyncio left Nagle on
+            assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+        finally:
+            connection.close()
+
+
 def test_pipelined_requests_are_answered_in_order_with_their_bodies():
     async def app(scope, receive, send):
         body = await read_body(receive)
