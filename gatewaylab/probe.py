@@ -5,12 +5,17 @@
     >>> probe_side_by_side({"mine": url1, "course": url2, "wsgiref": url3})
 
 The server under test runs a small known application, `probe_app` (WSGI) or `probe_asgi_app` (ASGI), so the probe
-knows what a correct answer looks like. Each check talks HTTP over a raw socket, because most of them send what no
-well-behaved client would (a broken request line, a header too big, two body lengths), and reads the answer with h11,
-a strict HTTP/1.1 parser, so a malformed answer fails the check too. Every check has a deadline: a server that hangs
-shows as a failed check, never as a hung probe.
+knows what a correct answer looks like. `probe(url, realtime=True)` adds the server-sent-events and WebSocket checks
+(REALTIME_CHECKS), each run if the app offers what it needs (GET /offers says: both apps offer SSE, only the ASGI one
+WebSocket, which WSGI cannot carry); for an app that does not, the check is reported as a fact (INFO), not a failure.
+
+Each check talks HTTP over a raw socket, because most of them send what no well-behaved client would (a broken
+request line, a header too big, two body lengths, an unmasked WebSocket frame), and reads the answer with h11, a strict
+HTTP/1.1 parser, so a malformed answer fails the check too. Every check has a deadline: a server that hangs shows as a
+failed check, never as a hung probe.
 """
 import html
+import os
 import textwrap
 import threading
 import time
@@ -20,15 +25,19 @@ from urllib.parse import parse_qs, urlsplit
 import h11
 
 from gatewaylab.html_style import LEFT
+from gatewaylab.websocket import CLOSE, PING, PONG, TEXT, BINARY, accept_key, encode_frame, parse_close
 from gatewaylab.wire import Connection, Reply, exchange, request
 
 __all__ = ["probe", "probe_side_by_side", "probe_app", "probe_asgi_app", "ProbeReport", "SideBySide", "CheckResult",
-           "CHECKS"]
+           "CHECKS", "REALTIME_CHECKS", "app_offers"]
 
 CHECK_TIMEOUT = 3.0  # seconds each check may take (the concurrency check gets more: see there)
 HELLO = b"Hello from the probe app\n"
 STREAM_PARTS, STREAM_DELAY = 4, 0.25  # /stream sends 4 pieces, 0.25 s apart
 SLOW_CLIENTS, SLOW_DELAY = 5, 0.5  # the concurrency check: 5 requests at once, each waiting 0.5 s
+WS_KEY = "dGhlIHNhbXBsZSBub25jZQ=="  # RFC 6455 4.1's example key: its accept key is known
+EVENTS, EVENT_DELAY = 4, 0.25  # /events sends 4 server-sent events, 0.25 s apart
+PLAIN, EVENT_STREAM = "text/plain; charset=utf-8", "text/event-stream"
 
 
 # --- The known application ----------------------------------------------------------------------------------------
@@ -42,6 +51,8 @@ def route(method, path, query, body):
     POST /echo         the request body
     GET /stream?n=&delay=   n pieces, `delay` seconds apart
     GET /slow?delay=   one answer after `delay` seconds
+    GET /events?n=&delay=   n server-sent events (text/event-stream), `delay` seconds apart
+    GET /offers        what the app offers beyond HTTP: "sse" (the ASGI app adds "websocket")
     """
     options = {name: values[0] for name, values in parse_qs(query).items()}
     try:
@@ -61,7 +72,16 @@ def route(method, path, query, body):
         return "200 OK", [f"part {i + 1} of {count}\n".encode() for i in range(count)], delay
     if path == "/slow":
         return "200 OK", [b"", f"waited {delay:g} s\n".encode()], delay  # the wait comes before the second piece
+    if path == "/events":
+        return "200 OK", [f"id: {i + 1}\ndata: event {i + 1} of {count}\n\n".encode() for i in range(count)], delay
+    if path == "/offers":
+        return "200 OK", [b"sse\n"], 0.0
     return "404 Not Found", [b"not found\n"], 0.0
+
+
+def content_type(path):
+    """The Content-Type of the app's answers: server-sent events are text/event-stream (WHATWG HTML 9.2)."""
+    return EVENT_STREAM if path == "/events" else PLAIN
 
 
 def probe_app(environ, start_response):
@@ -75,7 +95,7 @@ def probe_app(environ, start_response):
         body = b""  # PEP 3333: without CONTENT_LENGTH an app must not read
     path = environ["PATH_INFO"].encode("latin-1").decode("utf-8", "replace")
     status, parts, delay = route(environ["REQUEST_METHOD"], path, environ.get("QUERY_STRING", ""), body)
-    start_response(status, [("Content-Type", "text/plain; charset=utf-8")])
+    start_response(status, [("Content-Type", content_type(path))])
     return wsgi_body(parts, delay)
 
 
@@ -98,6 +118,9 @@ async def probe_asgi_app(scope, receive, send):
             elif message["type"] == "lifespan.shutdown":
                 await send({"type": "lifespan.shutdown.complete"})
                 return
+    if scope["type"] == "websocket":
+        await websocket_echo(scope, receive, send)
+        return
     if scope["type"] != "http":
         return
     body, more = b"", True
@@ -108,13 +131,29 @@ async def probe_asgi_app(scope, receive, send):
         body += message.get("body", b"")
         more = message.get("more_body", False)
     status, parts, delay = route(scope["method"], scope["path"], scope["query_string"].decode("latin-1"), body)
+    if scope["path"] == "/offers":
+        parts = [b"sse websocket\n"]
     await send({"type": "http.response.start", "status": int(status[:3]),
-                "headers": [(b"content-type", b"text/plain; charset=utf-8")]})
+                "headers": [(b"content-type", content_type(scope["path"]).encode())]})
     for number, part in enumerate(parts):
         if number:
             await asyncio.sleep(delay)
         await send({"type": "http.response.body", "body": part, "more_body": True})
     await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+
+async def websocket_echo(scope, receive, send):
+    """WebSocket at /ws: every message comes back as it came, text or binary. Elsewhere: refused (403)."""
+    await receive()  # websocket.connect
+    if scope["path"] != "/ws":
+        await send({"type": "websocket.close"})
+        return
+    await send({"type": "websocket.accept"})
+    while True:
+        message = await receive()
+        if message["type"] == "websocket.disconnect":
+            return
+        await send({"type": "websocket.send", "text": message.get("text"), "bytes": message.get("bytes")})
 
 
 # --- The checks ---------------------------------------------------------------------------------------------------
@@ -126,15 +165,18 @@ class Check:
     expected: str
     run: object  # run(address, deadline) -> (passed, what came back); passed None: a fact, neither pass nor fail
     timeout: float = CHECK_TIMEOUT
+    needs: str | None = None  # what the app must offer (GET /offers) for the check to run: "sse", "websocket"
 
 
-CHECKS = []
+CHECKS = []  # HTTP/1.1: every probe runs them
+REALTIME_CHECKS = []  # what an app offers beyond HTTP (SSE, WebSocket): probe(realtime=True) adds them
 
 
-def check(name, category, expected, timeout=CHECK_TIMEOUT):
-    """Register a check (a decorator). The order of registration is the order of the report."""
+def check(name, category, expected, timeout=CHECK_TIMEOUT, needs=None):
+    """Register a check (a decorator). The order of registration is the order of the report. A check that `needs`
+    something the app offers goes with the realtime ones."""
     def register(run):
-        CHECKS.append(Check(name, category, expected, run, timeout))
+        (CHECKS if needs is None else REALTIME_CHECKS).append(Check(name, category, expected, run, timeout, needs))
         return run
     return register
 
@@ -303,6 +345,196 @@ def check_streaming(address, deadline):
     return passed, f"{reply.summary()}, {first}, all after {reply.elapsed:.2f} s"
 
 
+# --- Server-sent events and WebSocket: run when the app offers them --------------------------------------------
+
+def read_events(connection):
+    """Read one response to a request sent already, noting when each server-sent event (up to its blank line)
+    arrives: (the response, [(seconds after the request, the event's text)])."""
+    parser = connection.parser
+    parser.send(h11.Request(method="GET", target="/", headers=[("Host", "probe")]))
+    parser.send(h11.EndOfMessage())
+    response, events, pending = None, [], b""
+    while True:
+        event = parser.next_event()
+        if event is h11.NEED_DATA:
+            data = connection.receive()
+            if not data and response is None:
+                raise ConnectionError("the server closed the connection without an answer")
+            parser.receive_data(data)
+        elif isinstance(event, h11.Response):
+            response = event
+        elif isinstance(event, h11.Data):
+            *whole, pending = (pending + event.data).replace(b"\r\n", b"\n").split(b"\n\n")
+            events += [(time.monotonic() - connection.sent_at, text.decode("utf-8", "replace")) for text in whole]
+        elif isinstance(event, h11.EndOfMessage):
+            return response, events
+
+
+@check("server-sent events", "streaming",
+       f"text/event-stream; {EVENTS} events, the first before the last is produced "
+       f"({(EVENTS - 1) * EVENT_DELAY:g} s)", needs="sse")
+def check_sse(address, deadline):
+    connection = Connection(address, deadline)
+    try:
+        connection.send(request("GET", f"/events?n={EVENTS}&delay={EVENT_DELAY}", [("Accept", EVENT_STREAM)]))
+        response, events = read_events(connection)
+    finally:
+        connection.close()
+    kind = dict(response.headers).get(b"content-type", b"(none)").decode("latin-1")
+    expected = [f"id: {i + 1}\ndata: event {i + 1} of {EVENTS}" for i in range(EVENTS)]
+    last = (EVENTS - 1) * EVENT_DELAY
+    passed = (response.status_code == 200 and kind.startswith(EVENT_STREAM) and [text for _, text in events] ==
+              expected and events[0][0] < last - EVENT_DELAY / 2)
+    times = ", ".join(f"{at:.2f}" for at, _ in events) or "none"
+    return passed, f"{response.status_code} {kind}, {len(events)} events at {times} s"
+
+
+class WebSocketPeer:
+    """The probe's end of a WebSocket connection: its frames are masked as a client's must be (or not, to test a
+    server), and it reads the server's frames strictly from the bytes after the 101."""
+
+    def __init__(self, connection, rest):
+        self.connection, self.buffer = connection, rest
+
+    def send(self, opcode, payload, masked=True):
+        self.connection.send(encode_frame(opcode, payload, mask=os.urandom(4) if masked else None))
+
+    def read(self, size):
+        while len(self.buffer) < size:
+            data = self.connection.receive()
+            if not data:
+                raise ConnectionError("the server closed the connection in the middle of a frame")
+            self.buffer += data
+        data, self.buffer = self.buffer[:size], self.buffer[size:]
+        return data
+
+    def frame(self):
+        """The next frame, (opcode, payload); a frame a server must not send raises ValueError."""
+        first, second = self.read(2)
+        if second & 0x80 or first & 0x70:
+            raise ValueError(f"the server sent a masked frame or reserved bits (first bytes {first:#x} {second:#x})")
+        length = second & 0x7F
+        if length >= 126:
+            length = int.from_bytes(self.read(2 if length == 126 else 8), "big")
+        return first & 0x0F, self.read(length)
+
+    def closes(self):
+        """Does the server close the TCP connection now, sending nothing more?"""
+        return not self.buffer and self.connection.closes_within(1.0)
+
+
+def ws_handshake(address, deadline, version="13"):
+    """Open a connection and send a WebSocket handshake for /ws: (connection, status, headers, bytes after the head).
+    h11 writes the request and reads the answer: a 101 to a request with Upgrade hands it the connection."""
+    connection = Connection(address, deadline)
+    parser = h11.Connection(h11.CLIENT)
+    headers = [("Host", "probe"), ("Upgrade", "websocket"), ("Connection", "Upgrade"),
+               ("Sec-WebSocket-Key", WS_KEY), ("Sec-WebSocket-Version", version)]
+    connection.send(parser.send(h11.Request(method="GET", target="/ws", headers=headers)) +
+                    parser.send(h11.EndOfMessage()))
+    while (event := parser.next_event()) is h11.NEED_DATA:
+        data = connection.receive()
+        if not data:
+            connection.close()
+            raise ConnectionError("the server closed the connection without an answer")
+        parser.receive_data(data)
+    fields = {name.decode("latin-1"): value.decode("latin-1") for name, value in event.headers}
+    return connection, event.status_code, fields, parser.trailing_data[0]
+
+
+def ws_open(address, deadline):
+    """A WebSocketPeer on an accepted connection; ConnectionError if the server did not answer 101."""
+    connection, status, fields, rest = ws_handshake(address, deadline)
+    if status != 101:
+        connection.close()
+        raise ConnectionError(f"the handshake got {status}, not 101")
+    return WebSocketPeer(connection, rest)
+
+
+def ws_close_of(peer):
+    """The close frame's code that ends what the server sends (the frames before it skipped), or None."""
+    while True:
+        opcode, payload = peer.frame()
+        if opcode == CLOSE:
+            return parse_close(payload)[0]
+
+
+@check("WebSocket handshake", "WebSocket", f"101, Sec-WebSocket-Accept {accept_key(WS_KEY)} (RFC 6455 4.2.2)",
+       needs="websocket")
+def check_ws_handshake(address, deadline):
+    connection, status, fields, _ = ws_handshake(address, deadline)
+    connection.close()
+    accept = fields.get("sec-websocket-accept")
+    passed = status == 101 and accept == accept_key(WS_KEY) and fields.get("upgrade", "").lower() == "websocket"
+    return passed, f"{status}, Sec-WebSocket-Accept {accept}"
+
+
+@check("WebSocket version 8", "WebSocket", "426 (or another 4xx) with Sec-WebSocket-Version: 13 (RFC 6455 4.4)",
+       needs="websocket")
+def check_ws_version(address, deadline):
+    # RFC 6455 4.4: the version header is a MUST; the status is "an appropriate HTTP error code (such as 426)"
+    connection, status, fields, _ = ws_handshake(address, deadline, version="8")
+    connection.close()
+    offered = fields.get("sec-websocket-version")
+    passed = 400 <= status < 500 and "13" in header_values(offered)
+    return passed, f"{status}, Sec-WebSocket-Version {offered}"
+
+
+def header_values(value):
+    """The comma-separated values of a header (None: none)."""
+    return {part.strip() for part in (value or "").split(",")}
+
+
+@check("WebSocket echo", "WebSocket", "a masked text and a 70,000-byte binary message come back", needs="websocket")
+def check_ws_echo(address, deadline):
+    peer = ws_open(address, deadline)
+    data = bytes(range(256)) * 273 + bytes(112)  # 70,000 bytes: the 64-bit length form
+    try:
+        peer.send(TEXT, "probe ✓".encode())
+        text = peer.frame()
+        peer.send(BINARY, data)
+        binary = peer.frame()
+    finally:
+        peer.connection.close()
+    passed = text == (TEXT, "probe ✓".encode()) and binary == (BINARY, data)
+    return passed, f"text {shorten(text[1])}, binary of {len(binary[1])} bytes" + ("" if passed else " (different)")
+
+
+@check("WebSocket ping", "WebSocket", "a pong with the ping's payload (RFC 6455 5.5.2)", needs="websocket")
+def check_ws_ping(address, deadline):
+    peer = ws_open(address, deadline)
+    try:
+        peer.send(PING, b"probe ping")
+        opcode, payload = peer.frame()
+    finally:
+        peer.connection.close()
+    return (opcode, payload) == (PONG, b"probe ping"), f"opcode {opcode:#x}, payload {shorten(payload)}"
+
+
+@check("WebSocket close", "WebSocket", "close 1000 echoed, then the server closes (RFC 6455 5.5.1, 7.1.1)",
+       needs="websocket")
+def check_ws_close(address, deadline):
+    peer = ws_open(address, deadline)
+    try:
+        peer.send(CLOSE, (1000).to_bytes(2, "big") + b"bye")
+        code = ws_close_of(peer)
+        closed = peer.closes()
+    finally:
+        peer.connection.close()
+    return code == 1000 and closed, f"close {code}, connection {'closed' if closed else 'left open'}"
+
+
+@check("WebSocket unmasked frame", "WebSocket", "close 1002 (RFC 6455 5.1: a client must mask)", needs="websocket")
+def check_ws_unmasked(address, deadline):
+    peer = ws_open(address, deadline)
+    try:
+        peer.send(TEXT, b"not masked", masked=False)
+        code = ws_close_of(peer)
+    finally:
+        peer.connection.close()
+    return code == 1002, f"close {code}"
+
+
 @check(f"{SLOW_CLIENTS} slow requests at once", "concurrency",
        f"a fact, not a test: {SLOW_CLIENTS} requests that each wait {SLOW_DELAY:g} s, sent together",
        timeout=SLOW_CLIENTS * SLOW_DELAY + CHECK_TIMEOUT)
@@ -432,21 +664,41 @@ class ProbeReport:
                 f"<th {LEFT_CELL}>check</th><th {LEFT_CELL}>expected</th><th {LEFT_CELL}>got</th></tr></thead><tbody>{rows}</tbody></table>")
 
 
-def probe(target, *, checks=None, timeout=None, label=None):
+def probe(target, *, checks=None, timeout=None, label=None, realtime=False):
     """Run every check (or the named ones) against the server at `target`, one after another; returns a ProbeReport.
 
     The server should be serving probe_app (WSGI) or probe_asgi_app (ASGI): the checks know their answers.
     `timeout` (seconds) replaces each check's own time limit. `label` names the server in the report's summary.
+    `realtime`: add the SSE and WebSocket checks (REALTIME_CHECKS; `checks` may name them too).
     """
     host, port = parse_address(target)
-    chosen = CHECKS if checks is None else [one for one in CHECKS if one.name in checks]
+    known = CHECKS + REALTIME_CHECKS
+    if checks is None:
+        chosen = known if realtime else CHECKS
+    else:
+        chosen = [one for one in known if one.name in checks]
     if checks is not None and len(chosen) != len(set(checks)):
-        unknown = sorted(set(checks) - {one.name for one in CHECKS})
-        raise ValueError(f"unknown checks {unknown}; the checks are {[one.name for one in CHECKS]}")
+        unknown = sorted(set(checks) - {one.name for one in known})
+        raise ValueError(f"unknown checks {unknown}; the checks are {[one.name for one in known]}")
     report = ProbeReport(f"http://{host}:{port}", label=label)
+    offered = app_offers((host, port)) if any(one.needs for one in chosen) else set()
     for one in chosen:
-        report.results.append(run_check(one, (host, port), one.timeout if timeout is None else timeout))
+        if one.needs is not None and one.needs not in offered:
+            report.results.append(CheckResult(one.name, one.category, one.expected,
+                                              f"not run: the app does not offer {one.needs}", None, 0.0))
+        else:
+            report.results.append(run_check(one, (host, port), one.timeout if timeout is None else timeout))
     return report
+
+
+def app_offers(address):
+    """What the app under test offers beyond HTTP, as its GET /offers says: {"sse", "websocket"} for probe_asgi_app
+    (on any server: the server's support is what the checks test); nothing if it does not say."""
+    try:
+        reply = exchange(address, time.monotonic() + CHECK_TIMEOUT, request("GET", "/offers"))
+    except (OSError, h11.RemoteProtocolError):
+        return set()
+    return set(reply.body.decode("latin-1").split()) if reply.status == 200 else set()
 
 
 @dataclass
@@ -499,12 +751,12 @@ class SideBySide:
                f"<p>{summaries}</p>"
 
 
-def probe_side_by_side(targets, *, checks=None, timeout=None):
+def probe_side_by_side(targets, *, checks=None, timeout=None, realtime=False):
     """probe() each server of {label: url_or_address}; the reports side by side, one column per server, each
     named by its label."""
     if not targets:
         raise ValueError("give at least one server, as {label: url}")
-    return SideBySide({label: probe(target, checks=checks, timeout=timeout, label=label)
+    return SideBySide({label: probe(target, checks=checks, timeout=timeout, label=label, realtime=realtime)
                        for label, target in targets.items()})
 
 

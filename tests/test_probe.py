@@ -1,13 +1,16 @@
 """The conformance probe (gatewaylab.probe): its verdicts on known servers, its time limits, and how it renders."""
 
+import base64
+import hashlib
+import re
 import socket
 import time
 
 import httpx
 import pytest
 
-from gatewaylab.probe import (CHECKS, TEXT_WIDTH, CheckResult, ProbeReport, SideBySide, column_widths,
-                              parse_address, probe, probe_app, probe_asgi_app, probe_side_by_side, route)
+from gatewaylab.probe import (CHECKS, REALTIME_CHECKS, TEXT_WIDTH, CheckResult, ProbeReport, SideBySide, column_widths,
+                              content_type, parse_address, probe, probe_app, probe_asgi_app, probe_side_by_side, route)
 from gatewaylab.servers import serve_asgi, serve_socket, serve_wsgi
 
 CHECK_NAMES = [one.name for one in CHECKS]
@@ -17,14 +20,53 @@ def results_by_name(report):
     return {result.name: result for result in report.results}
 
 
+WEBSOCKET_CHECKS = [one.name for one in REALTIME_CHECKS if one.needs == "websocket"]
+
+
 def test_the_course_server_passes_every_check_and_serves_in_parallel():
     with serve_wsgi(probe_app, "probe-course", server="gatewaylab", threads=8) as server:
         report = probe(server.url)
+        realtime = probe(server.url, realtime=True)
     failed = [(r.name, r.got) for r in report.failed]
     assert report.passed and not failed, failed
     assert [r.name for r in report.results] == CHECK_NAMES
     concurrency = report.results[-1]
     assert concurrency.passed is None and "in parallel" in concurrency.got
+    assert realtime.passed and [r.name for r in realtime.results] == CHECK_NAMES + [
+        "server-sent events"] + WEBSOCKET_CHECKS
+    results = results_by_name(realtime)
+    assert results["server-sent events"].passed  # a WSGI app streams events too, a thread held for each stream
+    for name in WEBSOCKET_CHECKS:  # a WSGI app offers no WebSocket: the checks are facts, not failures
+        assert results[name].passed is None and results[name].got == "not run: the app does not offer websocket"
+
+
+def test_the_course_asgi_server_passes_every_check_websocket_included():
+    with serve_asgi(probe_asgi_app, "probe-course-asgi", server="gatewaylab", lifespan="on") as server:
+        report = probe(server.url, realtime=True)
+    assert report.passed, [(r.name, r.got) for r in report.failed]
+    assert len(WEBSOCKET_CHECKS) == 6 and all(results_by_name(report)[name].passed for name in WEBSOCKET_CHECKS)
+    assert "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=" in results_by_name(report)["WebSocket handshake"].got
+
+
+def test_side_by_side_with_the_realtime_checks():
+    with serve_asgi(probe_asgi_app, "probe-side-asgi", server="gatewaylab") as asgi, \
+            serve_wsgi(probe_app, "probe-side-wsgi", server="gatewaylab", threads=2) as wsgi:
+        side = probe_side_by_side({"asgi": asgi.url, "wsgi": wsgi.url}, checks=["GET /"], realtime=True)
+        everything = probe_side_by_side({"asgi": asgi.url}, realtime=True)
+    assert [name for name, _ in side.rows()] == ["GET /"]  # named checks: only those
+    rows = dict(everything.rows())
+    assert set(rows) == set(CHECK_NAMES) | {one.name for one in REALTIME_CHECKS}
+    assert "WebSocket echo" in str(everything) and "INFO" not in "".join(r.mark for r in rows["WebSocket echo"])
+
+
+def test_an_asgi_server_without_websocket_fails_the_websocket_checks():
+    from gatewaylab.asgi import ASGIServer
+
+    with ASGIServer(probe_asgi_app, port=0) as server:  # serves the handshake as a plain GET: 404
+        results = results_by_name(probe(server.server_address, checks=WEBSOCKET_CHECKS + ["server-sent events"]))
+    assert results["server-sent events"].passed
+    assert all(results[name].passed is False for name in WEBSOCKET_CHECKS)
+    assert results["WebSocket handshake"].got.startswith("404")
 
 
 def test_the_sequential_course_server_is_reported_as_one_at_a_time_not_failed():
@@ -50,8 +92,15 @@ def test_uvicorn_with_the_asgi_probe_app():
               "POST with a chunked body", "two requests on one connection", "streaming", "5 slow requests at once"]
     with serve_asgi(probe_asgi_app, "probe-uvicorn", lifespan="on") as server:
         report = probe(server.url, checks=checks)
+        websocket = results_by_name(probe(server.url, checks=WEBSOCKET_CHECKS + ["server-sent events"]))
     assert report.passed, [(r.name, r.got) for r in report.failed]
     assert "in parallel" in results_by_name(report)["5 slow requests at once"].got
+    assert websocket["server-sent events"].passed
+    # Seen with uvicorn 0.54 and websockets 17.4: a wrong version gets 400 without the Sec-WebSocket-Version header
+    # RFC 6455 4.4 requires; every other WebSocket check passes.
+    assert websocket["WebSocket version 8"].passed is False and websocket["WebSocket version 8"].got == (
+        "400, Sec-WebSocket-Version None")
+    assert all(websocket[name].passed for name in WEBSOCKET_CHECKS if name != "WebSocket version 8")
 
 
 def sloppy_server(listener):
@@ -76,6 +125,71 @@ def test_a_sloppy_server_fails_the_checks_it_should_fail():
     assert results["HTTP/1.1 without Host"].passed is False
     assert results["two requests on one connection"].passed is False
     assert "closed" in results["two requests on one connection"].got
+
+
+def sloppy_websocket_server(listener):
+    """Offers WebSocket and gets it all wrong: an accept key without the GUID, 400 without the version it speaks,
+    every frame sent back as it came (masked, pings as pings, no close answered); server-sent events buffered."""
+    while True:
+        conn, _ = listener.accept()
+        with conn:
+            conn.settimeout(2)
+            try:
+                serve_sloppily(conn)
+            except OSError:
+                pass
+
+
+def serve_sloppily(conn):
+    head = b""
+    while b"\r\n\r\n" not in head:
+        piece = conn.recv(4096)
+        if not piece:
+            return
+        head += piece
+    head, _, rest = head.partition(b"\r\n\r\n")
+    if head.startswith(b"GET /offers"):
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 14\r\nConnection: close\r\n\r\nsse websocket\n")
+    elif head.startswith(b"GET /events"):
+        time.sleep(0.8)  # all the events at once, after the last is made
+        events = b"".join(b"id: %d\ndata: event %d of 4\n\n" % (i, i) for i in range(1, 5))
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nContent-Length: %d\r\n"
+                     b"Connection: close\r\n\r\n%s" % (len(events), events))
+    elif b"Sec-WebSocket-Version: 8" in head:
+        conn.sendall(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+    else:
+        key = re.search(rb"Sec-WebSocket-Key: (\S+)", head)[1]
+        wrong = base64.b64encode(hashlib.sha1(key).digest())  # the GUID left out
+        conn.sendall(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                     b"Sec-WebSocket-Accept: " + wrong + b"\r\n\r\n" + rest)
+        while piece := conn.recv(65536):
+            conn.sendall(piece)
+
+
+def test_a_sloppy_websocket_server_fails_every_websocket_check():
+    with serve_socket(sloppy_websocket_server, "probe-sloppy-ws") as server:
+        results = results_by_name(probe(server.url, checks=WEBSOCKET_CHECKS + ["server-sent events"], timeout=1.5))
+    failed = {name: result.got for name, result in results.items() if result.passed is False}
+    assert set(failed) == set(WEBSOCKET_CHECKS) | {"server-sent events"}, results
+    assert failed["WebSocket handshake"].startswith("101, Sec-WebSocket-Accept ")
+    assert "masked frame" in failed["WebSocket echo"] and "masked frame" in failed["WebSocket ping"]
+    assert failed["WebSocket version 8"] == "400, Sec-WebSocket-Version None"
+    assert failed["server-sent events"].startswith("200 text/event-stream, 4 events at 0.8")
+
+
+def test_the_app_says_what_it_offers():
+    from gatewaylab.probe import app_offers
+
+    with serve_wsgi(probe_app, "probe-offers-wsgi", server="gatewaylab") as wsgi, \
+            serve_asgi(probe_asgi_app, "probe-offers-asgi", server="gatewaylab") as asgi:
+        assert app_offers(wsgi.address) == {"sse"} and app_offers(asgi.address) == {"sse", "websocket"}
+    with serve_socket(sloppy_server, "probe-offers-sloppy") as server:
+        assert app_offers(server.address) == {"ok"}  # whatever it says: no check needs "ok"
+        result = results_by_name(probe(server.url, checks=["WebSocket echo"]))["WebSocket echo"]
+    assert result.passed is None and result.got == "not run: the app does not offer websocket"
+    with socket.socket() as placeholder:
+        placeholder.bind(("127.0.0.1", 0))
+        assert app_offers(placeholder.getsockname()) == set()  # nothing listening: nothing offered
 
 
 def silent_server(listener):
@@ -207,6 +321,8 @@ def test_parse_address_takes_urls_addresses_and_servers():
         parse_address(8000)
     with pytest.raises(ValueError, match="unknown checks"):
         probe("127.0.0.1:1", checks=["no such check"])
+    assert not {one.name for one in CHECKS} & {one.name for one in REALTIME_CHECKS}
+    assert all(one.needs in ("sse", "websocket") for one in REALTIME_CHECKS) and all(not one.needs for one in CHECKS)
     with pytest.raises(ValueError):
         probe_side_by_side({})
 
@@ -220,14 +336,18 @@ def test_the_probe_app_routes():
     assert route("GET", "/slow", "delay=100", b"")[2] == 5.0  # capped
     assert route("GET", "/stream", "n=x", b"")[0].startswith("400")
     assert route("GET", "/nowhere", "", b"")[0].startswith("404")
+    status, events, delay = route("GET", "/events", "n=2&delay=0.1", b"")
+    assert events == [b"id: 1\ndata: event 1 of 2\n\n", b"id: 2\ndata: event 2 of 2\n\n"] and delay == 0.1
+    assert content_type("/events") == "text/event-stream" and content_type("/").startswith("text/plain")
 
 
 def test_the_wsgi_and_asgi_probe_apps_agree():
     with serve_wsgi(probe_app, "probe-agree-wsgi", server="gatewaylab", threads=2) as wsgi, \
             serve_asgi(probe_asgi_app, "probe-agree-asgi") as asgi:
-        for path in ["/", "/query?x=%41", "/path/%E2%9C%93", "/stream?n=2&delay=0", "/nowhere"]:
+        for path in ["/", "/query?x=%41", "/path/%E2%9C%93", "/stream?n=2&delay=0", "/nowhere", "/events?delay=0"]:
             one, other = httpx.get(wsgi.url + path), httpx.get(asgi.url + path)
             assert (one.status_code, one.content) == (other.status_code, other.content), path
+            assert one.headers["content-type"] == other.headers["content-type"], path
         one = httpx.post(wsgi.url + "/echo", content=b"same")
         other = httpx.post(asgi.url + "/echo", content=b"same")
         assert one.content == other.content == b"same"
