@@ -30,6 +30,7 @@ import html
 import importlib.util
 import os
 import platform
+import re
 import sys
 import threading
 import time
@@ -136,7 +137,8 @@ SERVERS = [
     Server("gatewaylab-asgi", "gatewaylab.asgi", "gatewaylab.asgi", "ASGI",
            "one process, one asyncio event loop (lesson 07)", "no: HTTP/1.1", "no", "no (HTTP only)",
            lambda threads: [PY, "-m", "gatewaylab.asgi", ASGI_TARGET, "--port", "{port}", "--lifespan", "off"]),
-    Server("uvicorn", "uvicorn", "uvicorn", "ASGI (WSGI only through an adapter: its own is deprecated for a2wsgi)",
+    Server("uvicorn", "uvicorn", "uvicorn",
+           "ASGI; WSGI with --interface wsgi, through a2wsgi when installed (its own adapter is deprecated)",
            "an event loop per process; --workers N processes", "with --http2 and the optional zttp package",
            "yes (--ssl-certfile, --ssl-keyfile)", "yes (websockets or wsproto)",
            lambda threads: [PY, "-m", "uvicorn", ASGI_TARGET, "--host", "127.0.0.1", "--port", "{port}",
@@ -321,7 +323,13 @@ def this_machine() -> str:
 def _cell(value: float | None, fmt: str, reference: float | None) -> str:
     mine = fmt.format(value) if value is not None else "–"
     theirs = fmt.format(reference) if reference is not None else "–"
-    return (f"<td>{mine}</td><td style='color:#555555'>{theirs}</td>")
+    top = "vertical-align:top;white-space:nowrap"
+    return f"<td style='{top}'>{mine}</td><td style='{top};color:#555555'>{theirs}</td>"
+
+
+def _text(text: str) -> str:
+    """Escaped, with command-line options (--ssl-keyfile) kept on one line."""
+    return re.sub(r"(--[\w-]+)", r"<span style='white-space:nowrap'>\1</span>", html.escape(text))
 
 
 def table_html(rows: list[Row], *, clients: int = CLIENTS, delay: float = DELAY, threads: int = THREADS) -> str:
@@ -332,7 +340,7 @@ def table_html(rows: list[Row], *, clients: int = CLIENTS, delay: float = DELAY,
         status = "" if row.status == "measured" else (f"<br><span style='color:#555555;font-size:90%'>"
                                                        f"{html.escape(row.status)}</span>")
         body.append(f"<tr><td style='{LEFT}'><b>{html.escape(s.label)}</b>{status}</td>"
-                    + "".join(f"<td style='{LEFT}'>{html.escape(text)}</td>"
+                    + "".join(f"<td style='{LEFT}'>{_text(text)}</td>"
                               for text in (s.interface, s.workers, s.http2, s.tls, s.websocket))
                     + _cell(row.rps, "{:,.0f}", row.reference.get("rps"))
                     + _cell(row.slow_wall_s, "{:.2f} s", row.reference.get("slow_wall_s")) + "</tr>")

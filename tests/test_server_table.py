@@ -48,6 +48,9 @@ def test_the_table_knows_the_courses_servers_and_the_production_ones_and_what_ea
     # The WSGI servers' pool sets the slow run's rounds: 100 / 10 x 0.5 s on the reference machine.
     assert 4.5 <= REFERENCE["gunicorn"]["slow_wall_s"] <= 6 and REFERENCE["uvicorn"]["slow_wall_s"] < 1
     assert server_table.REFERENCE_MACHINE.startswith("2 cores, Python 3.11")
+    page = table_html([server_table.Row(s) for s in SERVERS])
+    assert "<span style='white-space:nowrap'>--ssl-keyfile</span>" in page  # an option never breaks at its hyphens
+    assert page.count("<tr>") == 2 + len(SERVERS) and "through a2wsgi when installed" in page
 
 
 def test_the_versions_shown_are_the_pinned_ones():
