@@ -41,6 +41,9 @@ CASES = {
     "waiting-few-asgi": ((80, 5, False, "Starlette", 40), "ASGI", "uvicorn"),
     "judgement": ((50, 2, False, "Flask", 300), "WSGI", "4 workers x 75 threads"),
     "judgement-django": ((50, 2, False, "Django", 300), "ASGI", "or WSGI with threads"),
+    "waiting-few-other": ((80, 5, False, "other", 40), "WSGI", "gthread"),
+    "realtime-other": ((80, 5, True, "other", 40), "ASGI", "uvicorn --workers 2 app:app"),
+    "cpu-other-realtime": ((5, 80, True, "other", 4), "ASGI", "process pool"),
 }
 
 
