@@ -331,7 +331,7 @@ class WebSocketSession:
     # -- receive() --
 
     async def receive(self):
-        if not self.connect_given:
+        if not self.connect_given and self.state == CONNECTING:
             self.connect_given = True
             return {"type": "websocket.connect"}
         if self.state == CONNECTING:
@@ -405,9 +405,8 @@ class WebSocketSession:
     async def answer_handshake(self, kind, message):
         """websocket.accept completes the handshake with 101; websocket.close refuses it with 403
         (the www spec). websocket.http.response.* belongs to an extension this server does not
-        offer in the scope, so an app has only close to refuse with."""
-        if not self.connect_given:
-            raise RuntimeError(f"{kind!r} sent before the app received websocket.connect")
+        offer in the scope, so an app has only close to refuse with. (An app may answer before
+        it has read websocket.connect: the event is there from the start, as a request's head is.)"""
         if kind == "websocket.accept":
             subprotocol, fields = accept_fields(message, self.scope)
             await self.connection.write(switching_protocols(self.request, subprotocol, fields))

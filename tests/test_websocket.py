@@ -244,6 +244,9 @@ def test_close_before_accept_is_403_and_an_app_error_before_accept_is_500():
         await receive()
         await send({"type": "websocket.close"})
 
+    async def refusing_unread(scope, receive, send):  # without reading websocket.connect first: allowed
+        await send({"type": "websocket.close"})
+
     async def failing(scope, receive, send):
         await receive()
         raise RuntimeError("boom")
@@ -255,6 +258,8 @@ def test_close_before_accept_is_403_and_an_app_error_before_accept_is_500():
         return caught.value.response.status_code
 
     with running(refusing) as server:
+        assert asyncio.run(status_of(server)) == 403
+    with running(refusing_unread) as server:
         assert asyncio.run(status_of(server)) == 403
     with running(failing) as server:
         assert asyncio.run(status_of(server)) == 500
