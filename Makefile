@@ -15,14 +15,16 @@ test: $(VENV)/.installed
 exercises: $(VENV)/.installed
 	$(BIN)/python -m gatewaylab.build
 
-# Each prints its figures and PASS/FAIL per target; all three run, and make fails if any missed one. The WSGI and
+# Each prints its figures and PASS/FAIL per target; all four run, and make fails if any missed one. The WSGI and
 # ASGI servers' throughput is measured with wrk if installed. httptools (requirements-bench.txt, for uvicorn's
-# --http httptools) goes into $(VENV)/bench, apart from .venv's own packages, which the tests use.
+# --http httptools) goes into $(VENV)/bench, apart from .venv's own packages, which the tests use. realtime.py:
+# WebSocket (a 1,000-member chat, memory per idle connection, echo round trips) and server-sent events.
 benchmark: $(VENV)/.installed $(VENV)/bench/.installed
 	status=0; \
 	$(BIN)/python benchmarks/load_driver.py || status=1; \
 	$(BIN)/python benchmarks/wsgi_server.py || status=1; \
 	$(BIN)/python benchmarks/asgi_server.py --packages $(VENV)/bench || status=1; \
+	$(BIN)/python benchmarks/realtime.py || status=1; \
 	exit $$status
 
 binder-link: $(VENV)/.installed
