@@ -398,6 +398,7 @@ class WebSocketSession:
         elif kind == "websocket.send":
             await self.connection.write(outgoing_frame(message))
         elif kind == "websocket.close":
+            self.closed_by_app = True
             await self.close(*close_fields(message))
         else:
             raise RuntimeError(f"expected 'websocket.send' or 'websocket.close', got {kind!r}")
@@ -405,8 +406,8 @@ class WebSocketSession:
     async def answer_handshake(self, kind, message):
         """websocket.accept completes the handshake with 101; websocket.close refuses it with 403
         (the www spec). websocket.http.response.* belongs to an extension this server does not
-        offer in the scope, so an app has only close to refuse with. (An app may answer before
-        it has read websocket.connect: the event is there from the start, as a request's head is.)"""
+        offer in the scope, so an app has only close to refuse with. (An app may answer before it
+        has read websocket.connect: the event is there from the start, as a request's head is.)"""
         if kind == "websocket.accept":
             subprotocol, fields = accept_fields(message, self.scope)
             await self.connection.write(switching_protocols(self.request, subprotocol, fields))
@@ -423,7 +424,7 @@ class WebSocketSession:
 
     async def close(self, code, reason=""):
         """Begin the closing handshake (RFC 6455 7.1.2); the client's close frame ends it."""
-        self.closed_by_app, self.state = True, CLOSING
+        self.state = CLOSING
         self.code, self.reason = code, reason  # what the app hears if the client never answers
         await self.write_frame(CLOSE, close_payload(code, reason))
 

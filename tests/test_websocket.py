@@ -557,21 +557,29 @@ def test_a_wrong_event_after_accept_is_an_app_error(message):
 
 
 def test_a_stopping_server_says_going_away():
-    codes = []
+    codes, heard = [], []
+
+    async def app(scope, receive, send):
+        await receive()
+        await send({"type": "websocket.accept"})
+        heard.append(await receive())
+        try:
+            await send({"type": "websocket.send", "text": "too late"})
+        except Exception as error:  # the server closed: an OSError (www spec 2.4), not an app error
+            heard.append(error)
 
     async def client(server):
         async with connect(ws_url(server)) as ws:
-            await ws.send("hi")
-            await ws.recv()
             await asyncio.to_thread(server.shutdown)
             with pytest.raises(ConnectionClosed):
                 await ws.recv()
-            codes.append(ws.close_code)
+            codes.append((ws.close_code, ws.close_reason))
 
-    record = []
-    with running(echo_app(record)) as server:
+    with running(app) as server:
         asyncio.run(client(server))
-    assert codes == [1001] and record[-1]["code"] == 1001
+    assert codes == [(1001, "the server is stopping")]
+    assert heard[0]["type"] == "websocket.disconnect" and heard[0]["code"] == 1001
+    assert isinstance(heard[1], OSError)
 
 
 # --- the chat, with several real clients --------------------------------------------------------------------------
