@@ -73,7 +73,9 @@ def test_the_sequential_course_server_is_reported_as_one_at_a_time_not_failed():
     with serve_wsgi(probe_app, "probe-sequential", server="gatewaylab", threads=1) as server:
         report = probe(server, checks=["GET /", "5 slow requests at once"])
     concurrency = results_by_name(report)["5 slow requests at once"]
-    assert concurrency.passed is None and "about 1 at a time" in concurrency.got
+    # One at a time takes 5 x 0.5 s; a busy machine may stretch that a little: "about 0.9 at a time", not "about 1"
+    at_once = re.search(r"about ([\d.]+) at a time", concurrency.got)
+    assert concurrency.passed is None and at_once and 0.7 <= float(at_once[1]) <= 1.2, concurrency.got
     assert report.passed
 
 
