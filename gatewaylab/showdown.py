@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
+import html
 import math
 import os
 import signal
@@ -39,7 +41,8 @@ from gatewaylab.servers import LOCALHOST, serve_asgi, serve_command, serve_wsgi,
 __all__ = [
     "WORKLOADS", "Contender", "CONTENDERS", "contender_names", "levels_up_to", "measure", "showdown_plot",
     "showdown_panel", "record_showdown", "memory_per_connection", "memory_plot", "cpu_stall", "cpu_stall_plot",
-    "wsgi_app", "asgi_app", "gunicorn_command", "rss_kib",
+    "wsgi_app", "asgi_app", "gunicorn_command", "rss_kib", "measure_notes", "record_memory", "record_cpu_stall",
+    "record_notes",
 ]
 
 # What each workload asks of a request, as the path the apps below understand.
@@ -287,6 +290,14 @@ def showdown_plot(rows: list[dict], workload: str, *, title: str | None = None) 
 CLIENT_CHOICES = (1, 5, 10, 20, 40, 50, 100, 200, 500, 1000)
 
 
+def _live_html(plot: Plot) -> str:
+    """The plot so far. Named by aria-label, not alt: the finished plot below is the one with alt text (and the
+    one a page's tests wait for)."""
+    png = base64.b64encode(plot.png()).decode("ascii")
+    return (f'<img src="data:image/png;base64,{png}" role="img" aria-label="{html.escape(plot.alt, quote=True)}" '
+            f'style="max-width:100%;display:block"><p>{html.escape(plot.summary)}</p>')
+
+
 def showdown_panel(servers: Iterable[str] | None = None, workload: str = "io", clients: int = 40, *,
                    extra: Iterable[Contender] = (), record: bool = True):
     """A predict-then-run panel: pick the servers, the workload and the most clients; the plot grows while it runs,
@@ -315,7 +326,7 @@ def showdown_panel(servers: Iterable[str] | None = None, workload: str = "io", c
         work, contenders = kind.value, [everyone[name] for name in pick.value]
 
         def each(rows):
-            live.value = showdown_plot(rows, work, title="so far: " + WORKLOAD_LABELS[work]).html()
+            live.value = _live_html(showdown_plot(rows, work, title="so far: " + WORKLOAD_LABELS[work]))
         rows = measure(contenders, work, levels_up_to(most.value), progress=progress, each=each)
         live.value = ""
         if record:
@@ -632,16 +643,16 @@ def measure_notes(version: str = "blocking", clients: int = 10, *, busy_s: float
     with tempfile.TemporaryDirectory(prefix="gatewaylab-notes-") as folder:
         path = os.path.join(folder, "notes.db")
         notes_app.create_db(path)
-        with serve_asgi(notes_app.upstream_app, name="l08-upstream") as upstream:
+        with serve_asgi(notes_app.upstream_app, name="l08-measure-upstream") as upstream:
             up = upstream.url  # the apps ask for /tag?text=... there
             if version == "flask":
-                server = serve_wsgi(notes_app.flask_app(path, up), name="l08-notes", server="gatewaylab",
+                server = serve_wsgi(notes_app.flask_app(path, up), name="l08-measure-notes", server="gatewaylab",
                                     threads=max(2, min(clients, 50)))
                 app = None
             else:
                 make = notes_app.starlette_app if version == "blocking" else notes_app.fixed_starlette_app
                 app = make(path, up)
-                server = serve_asgi(app, name="l08-notes", lifespan="on")
+                server = serve_asgi(app, name="l08-measure-notes", lifespan="on")
             with server:
                 load(server.url + "/notes", 1, method="GET", timeout=10)  # warm up
                 seen = len(app.state.monitor.lags) if app is not None else 0
@@ -660,3 +671,37 @@ def measure_notes(version: str = "blocking", clients: int = 10, *, busy_s: float
         stored = len(notes_app.list_notes(path))
     return {"version": version, "clients": clients, "wall_s": round(result.wall, 4),
             "max_lag_ms": None if lag is None else round(lag * 1000, 1), "ok": result.ok, "stored": stored}
+
+
+# --- the learner's figures, for lesson 10 ---------------------------------------------------------------------------
+
+def record_memory(figures: dict) -> dict:
+    """Keep memory_per_connection's figures as "08.memory"; return them."""
+    from gatewaylab import measurements
+
+    per = figures["kib_per_connection"]
+    measurements.record("08.memory", figures, f"{figures['connections']} held connections: a thread each "
+                        f"{per['threads']:.1f} KiB, a task each {per['tasks']:.1f} KiB per connection")
+    return figures
+
+
+def record_cpu_stall(figures: dict) -> dict:
+    """Keep cpu_stall's figures as "08.cpu_stall"; return them."""
+    from gatewaylab import measurements
+
+    measurements.record("08.cpu_stall", figures, f"quick requests beside one {figures['cpu_ms']:g} ms computation, "
+                        "p99: " + ", ".join(f"{kind} {format_seconds(s)}" for kind, s in figures["p99_s"].items()))
+    return figures
+
+
+def record_notes(blocking: dict, fixed: dict) -> dict:
+    """Keep two measure_notes runs (the blocking app and the fixed one) as "08.notes_app"; return the figures."""
+    from gatewaylab import measurements
+
+    figures = {"clients": blocking["clients"],
+               "wall_s": {"blocking": blocking["wall_s"], "fixed": fixed["wall_s"]},
+               "max_lag_ms": {"blocking": blocking["max_lag_ms"], "fixed": fixed["max_lag_ms"]}}
+    measurements.record("08.notes_app", figures, f"{blocking['clients']} notes at once: blocking "
+                        f"{format_seconds(blocking['wall_s'])} (loop stalled {blocking['max_lag_ms']:.0f} ms), "
+                        f"fixed {format_seconds(fixed['wall_s'])} (stalled {fixed['max_lag_ms']:.0f} ms)")
+    return figures
