@@ -9,6 +9,8 @@ asgiref runs every WSGI call through `sync_to_async` with `thread_sensitive=True
 through a pool of 10 threads. `ThreadNoting` shows it: it notes the thread that ran each request.
 """
 
+import io
+import sys
 import threading
 import time
 from typing import NamedTuple
@@ -22,6 +24,49 @@ from gatewaylab.demos import PredictRun
 from gatewaylab.load import load
 from gatewaylab.plots import timeline
 from gatewaylab.servers import serve_asgi
+
+def environ_for(scope, body):
+    """The WSGI environ (PEP 3333) for an ASGI http scope and its whole request body (bytes)."""
+    root = scope.get("root_path", "").encode("utf-8").decode("latin-1")
+    path = scope["path"].encode("utf-8").decode("latin-1")  # native strings: latin-1
+    server = scope.get("server") or ("localhost", 80)
+    environ = {"REQUEST_METHOD": scope["method"], "SCRIPT_NAME": root,
+               "PATH_INFO": path[len(root):] if path.startswith(root) else path,
+               "QUERY_STRING": scope.get("query_string", b"").decode("latin-1"),
+               "SERVER_NAME": server[0], "SERVER_PORT": str(server[1] or 0),
+               "SERVER_PROTOCOL": f"HTTP/{scope.get('http_version', '1.1')}",
+               "CONTENT_LENGTH": str(len(body)),  # the whole body is here, however it came
+               "wsgi.version": (1, 0), "wsgi.url_scheme": scope.get("scheme", "http"),
+               "wsgi.input": io.BytesIO(body), "wsgi.errors": sys.stderr,
+               "wsgi.multithread": True, "wsgi.multiprocess": False, "wsgi.run_once": False}
+    for name, value in scope.get("headers", []):
+        key = name.decode("latin-1").upper().replace("-", "_")
+        if key == "CONTENT_LENGTH":
+            continue  # the length of the body above, even when it came chunked
+        key = key if key == "CONTENT_TYPE" else f"HTTP_{key}"
+        value = value.decode("latin-1")
+        environ[key] = f"{environ[key]},{value}" if key in environ else value  # RFC 9110 5.3
+    return environ
+
+
+def scope_for(environ):
+    """The ASGI http scope for a WSGI environ (its body is read apart, from wsgi.input)."""
+    headers = [(key[5:].lower().replace("_", "-").encode("latin-1"), value.encode("latin-1"))
+               for key, value in environ.items() if key.startswith("HTTP_")]
+    headers += [(key.lower().replace("_", "-").encode("latin-1"), environ[key].encode("latin-1"))
+                for key in ("CONTENT_TYPE", "CONTENT_LENGTH") if environ.get(key)]
+    root = environ.get("SCRIPT_NAME", "")
+    path = (root + environ.get("PATH_INFO", "")).encode("latin-1").decode("utf-8", "replace")
+    scope = {"type": "http", "asgi": {"version": "3.0", "spec_version": "2.3"},
+             "http_version": environ.get("SERVER_PROTOCOL", "HTTP/1.1").partition("/")[2] or "1.1",
+             "method": environ["REQUEST_METHOD"], "scheme": environ.get("wsgi.url_scheme", "http"),
+             "path": path, "query_string": environ.get("QUERY_STRING", "").encode("latin-1"),
+             "root_path": root.encode("latin-1").decode("utf-8", "replace"), "headers": headers,
+             "server": (environ["SERVER_NAME"], int(environ["SERVER_PORT"]))}
+    if environ.get("REMOTE_ADDR"):  # WSGI has no raw_path: the path came decoded
+        scope["client"] = (environ["REMOTE_ADDR"], int(environ.get("REMOTE_PORT") or 0))
+    return scope
+
 
 ADAPTERS = {"WsgiToAsgi": WsgiToAsgi, "a2wsgi": WSGIMiddleware}  # name -> what wraps a WSGI app
 

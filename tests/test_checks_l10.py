@@ -1,0 +1,259 @@
+"""Lesson 10's checks, both ways: the notebook's reference answers pass, and wrong answers (the mistakes learners
+make) fail with a message that says what to fix. The bridges are measured under real servers, so these tests are
+too, and make sure that no server or thread is left behind."""
+
+import asyncio
+
+import pytest
+from asgiref.sync import sync_to_async
+
+from gatewaylab.grading import run_check
+from solution_answers import SolutionNotebook, failure_messages, nothing_left_running
+
+NOTEBOOK = SolutionNotebook("10_bridges_and_the_choice.ipynb")
+reference, variant = NOTEBOOK.reference, NOTEBOOK.variant
+
+pytestmark = [
+    pytest.mark.xdist_group("l10-checks"),  # timing checks: not beside each other on the same cores
+    pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning"),
+]
+
+
+# asgiref's SyncToAsync keeps one thread for the whole process (its single_thread_executor), started at its first use:
+# started here, so that the wrong answer using it leaves no *new* thread behind.
+asyncio.run(sync_to_async(lambda: None)())
+
+
+@pytest.fixture(autouse=True)
+def _nothing_left_running():
+    with nothing_left_running("check-10"):
+        yield
+
+
+def fails_with(exercise_id, answer, *fragments):
+    report = run_check(exercise_id, answer)
+    messages = failure_messages(report)
+    for fragment in fragments:
+        assert fragment in messages, messages
+    return report
+
+
+def case_failed(report, name_part, *fragments, expected=None):
+    """The case whose name holds `name_part` failed, with each fragment in its message (and `expected`, the repr
+    of what it expected, when given)."""
+    [result] = [r for r in report.results if name_part in r.name]
+    assert not result.passed, result
+    for fragment in fragments:
+        assert fragment in result.message, result.message
+    assert expected is None or result.expected == expected, result
+
+
+@pytest.mark.parametrize("name, exercise_id", [("wsgi_to_asgi", "10.1"), ("asgi_to_wsgi", "10.2"),
+                                               ("adapter_verdict", "10.3"), ("choose_setup", "10.4")])
+def test_reference_passes(name, exercise_id):
+    report = run_check(exercise_id, reference(name))
+    assert report.passed, str(report)
+
+
+# --- 10.1 ---
+
+RUN_IN_POOL = "await loop.run_in_executor(pool, call, environ)"
+
+
+def test_a_bridge_that_runs_the_app_on_the_loop_thread_fails():
+    report = fails_with("10.1", variant("wsgi_to_asgi", (RUN_IN_POOL, "call(environ)")))
+    case_failed(report, "well under 4 s", "ran on the event loop's own thread", "run_in_executor")
+
+
+def test_a_bridge_with_one_shared_thread_fails():
+    report = fails_with("10.1", variant("wsgi_to_asgi", ("ThreadPoolExecutor(max_workers=workers,",
+                                                         "ThreadPoolExecutor(max_workers=1,")))
+    case_failed(report, "well under 4 s", "in one thread", "a pool of one", "thread_sensitive=True")
+
+
+def test_asgiref_s_sync_to_async_is_one_shared_thread_too():
+    answer = variant("wsgi_to_asgi", (RUN_IN_POOL, "await sync_to_async(call)(environ)"),
+                     ("    pool = ThreadPoolExecutor", "    from asgiref.sync import sync_to_async\n"
+                                                         "    pool = ThreadPoolExecutor"))
+    report = fails_with("10.1", answer)
+    case_failed(report, "well under 4 s", "sync_to_async with its default thread_sensitive=True")
+
+
+def test_a_bridge_on_the_loop_s_default_executor_ignores_workers():
+    report = fails_with("10.1", variant("wsgi_to_asgi", (RUN_IN_POOL, "await asyncio.to_thread(call, environ)")))
+    case_failed(report, "workers=2", "the pool's size is `workers`")
+    assert report.results[0].passed  # concurrent it is
+
+
+def test_a_bridge_that_drops_the_response_headers_fails():
+    report = fails_with("10.1", variant("wsgi_to_asgi", (
+        'pairs = [(n.lower().encode("latin-1"), v.encode("latin-1")) for n, v in headers]', "pairs = []")))
+    case_failed(report, "status, response headers", "the app's headers must reach the client")
+
+
+def test_a_bridge_that_keeps_header_names_as_they_are_fails_the_validator():
+    fails_with("10.1", variant("wsgi_to_asgi", ("(n.lower().encode(", "(n.encode(")), "must be lower-case")
+
+
+def test_a_bridge_that_always_says_200_fails():
+    report = fails_with("10.1", variant("wsgi_to_asgi", ('"status": int(status.split()[0])', '"status": 200')))
+    case_failed(report, "status, response headers", "int(status.split()[0])")
+
+
+def test_a_bridge_that_does_not_close_the_iterable_fails():
+    report = fails_with("10.1", variant("wsgi_to_asgi", ("            if hasattr(chunks, \"close\"):\n"
+                                                         "                chunks.close()\n",
+                                                         "            pass\n")))
+    case_failed(report, "close() is called", "PEP 3333 says it must be called")
+
+
+def test_a_bridge_that_reads_one_body_event_fails():
+    report = fails_with("10.1", variant("wsgi_to_asgi", ("        while more_body:\n", "        if more_body:\n")))
+    case_failed(report, "request body", "read until more_body is False")
+
+
+def test_a_bridge_that_drops_the_request_body_fails():
+    report = fails_with("10.1", variant("wsgi_to_asgi", ("environ = environ_for(scope, body)",
+                                                         'environ = environ_for(scope, b"")')))
+    case_failed(report, "request body", "no body reached wsgi.input", expected="b'hello|q=1|one two three'")
+
+
+def test_a_bridge_that_lets_the_app_s_error_out_fails():
+    report = fails_with("10.1", variant("wsgi_to_asgi", ("except Exception:", "except ZeroDivisionError:")))
+    case_failed(report, "raises gets a 500", "came out of your bridge", "send a 500")
+
+
+def test_a_bridge_that_is_not_async_fails():
+    answer = NOTEBOOK.define("def wsgi_to_asgi(app, workers=4):\n    def bridged(scope, receive, send):\n"
+                             "        return None\n    return bridged\n", "wsgi_to_asgi")
+    fails_with("10.1", answer, "an ASGI app is an `async def")
+
+
+# --- 10.2 ---
+
+def test_a_bridge_with_a_lock_around_the_loop_serialises_and_fails():
+    answer = variant("asgi_to_wsgi", ("        asyncio.run(run())", "        with LOCK:\n            asyncio.run(run())"),
+                     ("def asgi_to_wsgi(app):\n", "import threading\nLOCK = threading.Lock()\n\n\n"
+                                                  "def asgi_to_wsgi(app):\n"))
+    report = fails_with("10.2", answer)
+    case_failed(report, "4 threads", "one after another", "a lock around the loop")
+
+
+def test_one_shared_loop_for_every_thread_fails():
+    answer = variant("asgi_to_wsgi", ("        asyncio.run(run())", "        SHARED.run_until_complete(run())"),
+                     ("def asgi_to_wsgi(app):\n", "SHARED = asyncio.new_event_loop()\n\n\ndef asgi_to_wsgi(app):\n"))
+    report = fails_with("10.2", answer)
+    case_failed(report, "4 threads", "RuntimeError", "a loop of its own")
+
+
+def test_a_bridge_that_says_disconnect_at_once_fails():
+    answer = variant("asgi_to_wsgi", ("                await done.wait()  # until the response is complete\n", ""))
+    report = fails_with("10.2", answer)
+    case_failed(report, "http.disconnect only after", "right after the body",
+                "receive() must wait until the response is complete")
+
+
+def test_a_bridge_that_keeps_one_body_event_fails():
+    answer = variant("asgi_to_wsgi", ('return [b"".join(bodies)]', "return [bodies[0]]"))
+    report = fails_with("10.2", answer)
+    case_failed(report, "three events", "keep every body until more_body is False")
+
+
+def test_a_bridge_that_passes_no_request_body_fails():
+    answer = variant("asgi_to_wsgi", ('"body": body, "more_body": False', '"body": b"", "more_body": False'))
+    report = fails_with("10.2", answer)
+    case_failed(report, "request body", "the whole body read from wsgi.input")
+
+
+@pytest.mark.filterwarnings("ignore::wsgiref.validate.WSGIWarning")
+def test_a_bridge_with_a_bare_status_code_fails():
+    report = fails_with("10.2", variant("asgi_to_wsgi", ('f"{status} {HTTPStatus(status).phrase}"', 'f"{status}"')))
+    case_failed(report, "three events", "the code and its reason phrase", expected="'201 Created'")
+
+
+def test_a_bridge_with_bytes_headers_fails_wsgiref_validate():
+    fails_with("10.2", variant("asgi_to_wsgi", ('[(n.decode("latin-1"), v.decode("latin-1")) for n, v in',
+                                                "[(n, v) for n, v in")), "wsgiref.validate: Header name")
+
+
+def test_a_bridge_with_a_wrong_reason_phrase_fails():
+    report = fails_with("10.2", variant("asgi_to_wsgi", ('f"{status} {HTTPStatus(status).phrase}"',
+                                                         'f"{status} OK"')))
+    case_failed(report, "three events", "the code and its reason phrase", expected="'201 Created'")
+
+
+def test_a_bridge_whose_receive_gives_str_bodies_fails_the_asgi_validator():
+    answer = variant("asgi_to_wsgi", ('"body": body, "more_body": False', '"body": body.decode("latin-1"), '
+                                                                         '"more_body": False'))
+    fails_with("10.2", answer, "the ASGI validator")
+
+
+# --- 10.3 ---
+
+def test_comparing_the_adapters_with_each_other_fails():
+    answer = NOTEBOOK.define('''def adapter_verdict(figures):
+    if not figures or not {"WsgiToAsgi", "a2wsgi"} <= set(figures.get("wall_s", {})):
+        return None
+    walls = figures["wall_s"]
+    return "half true" if walls["WsgiToAsgi"] > 2 * walls["a2wsgi"] else "true"
+''', "adapter_verdict")
+    case_failed(fails_with("10.3", answer), "4 requests of 1 s", "neither 'false'", expected="'false'")
+
+
+def test_a_fixed_line_in_seconds_fails():
+    answer = variant("adapter_verdict", ('line = figures["requests"] * figures["delay_s"] / 2', "line = 2.0"))
+    report = fails_with("10.3", answer, "not a fixed number of seconds")
+    assert report.results[0].passed
+
+
+def test_on_the_line_counted_as_concurrent_fails():
+    answer = variant("adapter_verdict", ("figures[\"wall_s\"][name] < line", "figures[\"wall_s\"][name] <= line"))
+    report = fails_with("10.3", answer)
+    case_failed(report, "exactly on the line", "*less than* half")
+
+
+def test_a_verdict_without_figures_that_raises_fails():
+    answer = variant("adapter_verdict", ('    if not figures or not {"WsgiToAsgi", "a2wsgi"} <= '
+                                         'set(figures.get("wall_s", {})):\n        return None\n', ""))
+    report = fails_with("10.3", answer)
+    case_failed(report, "no figures give None", "raised TypeError")
+
+
+def test_a_verdict_as_a_bool_fails():
+    answer = variant("adapter_verdict", ('{2: "true", 1: "half true", 0: "false"}[fast]', "fast == 2"))
+    case_failed(fails_with("10.3", answer), "4 requests of 1 s", expected="'half true'")
+
+
+# --- 10.4 ---
+
+def test_any_stream_means_asgi_fails():
+    answer = variant("choose_setup", ('app["open_streams"] > app["threads"]', 'app["open_streams"] > 0'))
+    report = fails_with("10.4", answer)
+    case_failed(report, "WSGI with threads is enough", "as many streams as threads fit")
+
+
+def test_blocking_calls_in_sync_views_need_no_to_thread():
+    answer = variant("choose_setup", ('if app["views"] == "async" and app["blocking_calls"]:',
+                                      'if app["blocking_calls"]:'))
+    report = fails_with("10.4", answer)
+    case_failed(report, "a WebSocket, more streams", "Sync views run in threads under ASGI")
+
+
+def test_a_websocket_on_wsgi_fails():
+    answer = variant("choose_setup", ('needs_asgi = app["websocket"] or ', "needs_asgi = "))
+    report = fails_with("10.4", answer)
+    case_failed(report, "a WebSocket, more streams", "WSGI has none")
+
+
+def test_async_views_on_wsgi_fail():
+    answer = variant("choose_setup", (' or app["views"] == "async"\n', "\n"))
+    report = fails_with("10.4", answer)
+    case_failed(report, "a WebSocket, more streams", "under WSGI each still holds a thread")
+    case_failed(report, "ASGI + to_thread", "asyncio.to_thread")
+
+
+def test_no_validation_fails():
+    answer = variant("choose_setup", ('    if app["views"] not in ("sync", "async") or app["open_streams"] < 0 or '
+                                      'app["threads"] < 1:\n        raise ValueError(', "    if 0:\n        print("))
+    report = fails_with("10.4", answer)
+    case_failed(report, "bad descriptions", "raise ValueError")
