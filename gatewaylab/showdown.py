@@ -31,7 +31,7 @@ from typing import Any, Callable, Iterable
 from urllib.parse import parse_qs
 
 from matplotlib.figure import Figure
-from matplotlib.ticker import FuncFormatter
+from matplotlib.ticker import FuncFormatter, LogLocator
 
 from gatewaylab.examples import burn_cpu
 from gatewaylab.load import _raise_file_limit, format_rate, format_seconds, load, run_load
@@ -263,6 +263,7 @@ def showdown_plot(rows: list[dict], workload: str, *, title: str | None = None) 
         ax.set_xscale("log")
         ax.set_yscale("log")
         for axis in (ax.xaxis, ax.yaxis):  # 10 and 200, not 10^1 and 2x10^2
+            axis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
             axis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
             axis.set_minor_formatter(FuncFormatter(lambda value, _: ""))
         ax.set_xlabel("concurrent clients (log scale)")
@@ -342,7 +343,7 @@ def showdown_panel(servers: Iterable[str] | None = None, workload: str = "io", c
         "At the most clients, how many times the slowest server's throughput will the fastest reach? "
         "(Pick servers with Ctrl- or Shift-click.)", "×", run,
         lambda result, prediction: showdown_plot(result["rows"], result["workload"]),
-        measure=ratio, title="Concurrency showdown", button="Run the showdown",
+        measure=ratio, title="Concurrency showdown",
         controls=[pick, widgets.HBox([kind, most]), live])
 
 
