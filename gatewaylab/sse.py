@@ -161,7 +161,8 @@ class Client:
     connection drops, after the reconnection time (the server's ``retry:``, else `retry_ms`), with ``Last-Event-ID``.
 
     timeout: seconds with no bytes at all (not even a heartbeat) before the connection is taken as dead.
-    reconnects: how many times to reconnect before giving up (None: for ever).
+    reconnects: how many times to try again, after the first attempt, before giving up (None: for ever); an attempt that
+    got no answer counts too.
     """
 
     def __init__(self, url: str, *, last_event_id: str = "", retry_ms: int = DEFAULT_RETRY_MS,
@@ -169,7 +170,8 @@ class Client:
         self.url, self.timeout, self.reconnects = url, timeout, reconnects
         self.headers = dict(headers or {})
         self.last_event_id, self.retry_ms = last_event_id, retry_ms
-        self.connections = 0  # how many times it connected
+        self.connections = 0  # how many times a stream began (a 200 event stream came back)
+        self.attempts = 0  # how many times it asked, answered or not
         self.comments = 0  # heartbeats (comment lines) seen, over all connections
         self.last_seen: float | None = None  # time.monotonic() of the last bytes read
 
@@ -186,7 +188,7 @@ class Client:
                             return
                 except (httpx.TransportError, httpx.StreamError):
                     pass  # the connection dropped or went silent: reconnect, as a browser would
-                if self.reconnects is not None and self.connections > self.reconnects:
+                if self.reconnects is not None and self.attempts > self.reconnects:
                     return
                 time.sleep(self.retry_ms / 1000)
 
@@ -194,6 +196,7 @@ class Client:
         headers = {"Accept": CONTENT_TYPE, "Cache-Control": "no-cache", **self.headers}
         if self.last_event_id:
             headers["Last-Event-ID"] = self.last_event_id
+        self.attempts += 1
         with http.stream("GET", self.url, headers=headers) as response:
             self.connections += 1
             kind = response.headers.get("content-type", "").split(";")[0].strip().lower()

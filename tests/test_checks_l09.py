@@ -2,6 +2,8 @@
 make) fail with a message that says what to fix. 09.1 serves the answers on the course's ASGI server, so these tests
 make sure no server or thread is left behind."""
 
+import time
+
 import pytest
 
 from gatewaylab.grading import run_check
@@ -256,3 +258,21 @@ def test_reader_that_raises_another_error():
 def test_reader_that_is_not_async():
     answer = NOTEBOOK.define("def read_frame(reader, max_size):\n    return None\n", "read_frame")
     fails_with("09.5", answer, "read_frame is an `async def`")
+
+
+# --- code that never gives the loop back is stopped, not waited for ---
+
+def test_ticks_that_blocks_its_loop_for_ever_is_stopped_within_the_time_limit():
+    answer = NOTEBOOK.define("async def ticks(scope, receive, send):\n    while True:\n        pass\n", "ticks")
+    started = time.monotonic()
+    report = run_check("09.1", answer)
+    assert not report.passed and time.monotonic() - started < 40
+    assert "your app blocks its event loop" in report.results[0].message, str(report)
+    assert all("not run" in result.message for result in report.results[1:]), str(report)
+
+
+def test_a_reader_that_loops_for_ever_is_stopped():
+    answer = NOTEBOOK.define("async def read_frame(reader, max_size):\n    while True:\n        pass\n",
+                             "read_frame")
+    report = run_check("09.5", answer)
+    assert report.results[0].timed_out and "not run" in report.results[1].message

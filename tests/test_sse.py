@@ -130,3 +130,22 @@ def test_nothing_is_left_running():
     before = threading.active_count()
     test_reconnects_is_a_limit()
     assert threading.active_count() <= before
+
+
+def test_a_server_that_never_answers_counts_as_an_attempt():
+    import socket
+
+    from gatewaylab.servers import serve_socket
+
+    held = []
+
+    def silent(listener):
+        while True:
+            held.append(listener.accept()[0])  # reads nothing, answers nothing
+
+    with serve_socket(silent, name="sse-silent") as server:
+        client = Client(server.url, timeout=0.3, reconnects=1, retry_ms=10)
+        assert list(client.events()) == []
+    assert client.attempts == 2 and client.connections == 0
+    for sock in held:
+        sock.close()

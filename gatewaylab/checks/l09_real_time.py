@@ -16,6 +16,7 @@ import inspect
 import os
 import threading
 import time
+import weakref
 
 from gatewaylab.asgi_validate import ASGIValidationError, validator
 from gatewaylab.grading import CaseFailed, Exercise, expect_equal, short_repr, stop_thread
@@ -23,6 +24,7 @@ from gatewaylab.servers import serve_asgi
 from gatewaylab.sse import Client, StreamFailed, parse
 
 DEADLINE = 3.0  # seconds a client waits beyond what the case expects
+STOP_WAIT = 7.0  # seconds the course's server may take to stop: its grace period for open requests (5 s), and more
 
 
 # --- 09.1 an SSE endpoint ---------------------------------------------------------------------------------------------
@@ -32,7 +34,7 @@ sse_endpoint = Exercise(
     points=3,
     answer="an async function ticks(scope, receive, send), an ASGI app",
     params=3,
-    timeout=15.0,
+    timeout=25.0,
     hints=[
         "Start the response at once: await send({'type': 'http.response.start', 'status': 200, 'headers': "
         "[(b'content-type', b'text/event-stream'), (b'cache-control', b'no-cache')]}). Then each piece of the "
@@ -58,7 +60,9 @@ class ServedStream:
     SSE client and notes when each event came."""
 
     def __init__(self, app, name):
-        self.errors = []
+        if app in _BLOCKED:
+            raise CaseFailed("not run: your app blocked the server's event loop in a case before, and would again")
+        self.app, self.errors = app, []
         checked = validator(app)
 
         async def served(scope, receive, send):
@@ -74,11 +78,19 @@ class ServedStream:
         return self
 
     def __exit__(self, *exc):
-        self.server.stop(timeout=DEADLINE)
-        if self.server.thread is not None and self.server.thread.is_alive():
+        # Stopping waits for the server's thread, which an app that never gives its loop back holds for ever: the
+        # stop runs in a thread of its own, and the server's thread is stopped if it has not ended by then.
+        stopping = threading.Thread(target=self.server.stop, kwargs={"timeout": STOP_WAIT}, daemon=True)
+        stopping.start()
+        stopping.join(STOP_WAIT)
+        blocked = self.server.thread is not None and self.server.thread.is_alive()
+        if blocked:
             stop_thread(self.server.thread)
+            stopping.join(DEADLINE)
+        if blocked:
+            _BLOCKED.add(self.app)
             raise CaseFailed("the server could not stop: your app blocks its event loop (time.sleep, a busy "
-                             "loop?). Wait with await asyncio.sleep(), never with a blocking call")
+                             "loop?). Wait with await asyncio.sleep(), never with a blocking call") from None
 
     def verdict(self, left_early=False):
         """Fail with what the app raised; `left_early`: the client hung up before the stream ended, so the
@@ -108,6 +120,7 @@ class ServedStream:
 
 
 TICKS = [f"tick {n}" for n in range(1, 6)]
+_BLOCKED = weakref.WeakSet()  # answers that blocked the server's loop: the cases after the first are not run
 
 
 def _ticks_read(answer, last_event_id=""):
