@@ -3,6 +3,7 @@ make) fail with a message that says what to fix. The bridges are measured under 
 too, and make sure that no server or thread is left behind."""
 
 import asyncio
+import time
 
 import pytest
 from asgiref.sync import sync_to_async
@@ -129,7 +130,24 @@ def test_a_bridge_that_is_not_async_fails():
     fails_with("10.1", answer, "an ASGI app is an `async def")
 
 
+def test_a_bridge_that_never_answers_is_reported_within_the_time_limit():
+    answer = NOTEBOOK.define("def wsgi_to_asgi(app, workers=4):\n    async def bridged(scope, receive, send):\n"
+                             "        await asyncio.sleep(3600)\n    return bridged\n", "wsgi_to_asgi")
+    started = time.monotonic()
+    report = fails_with("10.1", answer, "not every request was answered")
+    assert time.monotonic() - started < 60 and not any(r.timed_out for r in report.results[:1])
+
+
 # --- 10.2 ---
+
+def test_a_bridge_whose_receive_never_gives_the_body_is_reported_within_the_time_limit():
+    answer = variant("asgi_to_wsgi", ('                    return {"type": "http.request", "body": body, '
+                                      '"more_body": False}', "                    await asyncio.Event().wait()"))
+    started = time.monotonic()
+    report = fails_with("10.2", answer, "the ASGI app was still waiting after 5 s")
+    assert time.monotonic() - started < 45
+    case_failed(report, "4 threads", "the ASGI app was still waiting after 5 s")
+
 
 def test_a_bridge_with_a_lock_around_the_loop_serialises_and_fails():
     answer = variant("asgi_to_wsgi", ("        asyncio.run(run())", "        with LOCK:\n            asyncio.run(run())"),

@@ -237,6 +237,19 @@ asgi_to_wsgi = Exercise(
 )
 
 
+STILL_WAITING = (f"the ASGI app was still waiting after {DEADLINE:g} s: does the first receive() give the "
+                 "http.request event with the body, and does send() keep what it is given?")
+
+
+def _in_time(app):
+    """The check's ASGI app with a deadline: a bridge whose receive() never gives the body (or never returns)
+    ends the app with TimeoutError instead of holding the case for ever."""
+    async def timed(scope, receive, send):
+        async with asyncio.timeout(DEADLINE):
+            await app(scope, receive, send)
+    return timed
+
+
 def _call_wsgi(app, method="GET", path="/", body=b"", headers=()):
     """Call a WSGI app by hand under wsgiref.validate; (status, headers, body)."""
     import io
@@ -263,6 +276,8 @@ def _call_wsgi(app, method="GET", path="/", body=b"", headers=()):
             content = b"".join(chunks)
         finally:
             chunks.close()
+    except TimeoutError:
+        raise CaseFailed(STILL_WAITING) from None
     except ASGIValidationError as error:  # (an AssertionError too: first)
         raise CaseFailed(f"the ASGI validator, on what your bridge gave the ASGI app: {error}") from None
     except AssertionError as error:
@@ -282,7 +297,7 @@ async def _three_pieces(scope, receive, send):
 @asgi_to_wsgi.case("status, headers and a body sent in three events, checked by wsgiref.validate")
 @_collected
 def _(answer):
-    status, headers, body = _call_wsgi(answer(asgi_validator(_three_pieces)))
+    status, headers, body = _call_wsgi(answer(_in_time(asgi_validator(_three_pieces))))
     if status != "201 Created":
         raise CaseFailed("a WSGI status is the code and its reason phrase: "
                          "f\"{code} {HTTPStatus(code).phrase}\"", expected="201 Created", got=status)
@@ -319,7 +334,7 @@ def _(answer):
 
     payload = bytes(range(256)) * 400 + b"final"
     try:
-        status, _headers, body = _call_wsgi(answer(asgi_validator(listening)), "POST", "/up", payload,
+        status, _headers, body = _call_wsgi(answer(_in_time(asgi_validator(listening))), "POST", "/up", payload,
                                             [("X-Note", "hello")])
     except Exception:
         if not early:
@@ -359,7 +374,7 @@ class _Loops:
 def _(answer):
     requests, delay = 4, 0.5
     app, errors = _Loops(delay), []
-    bridged = answer(app)
+    bridged = answer(_in_time(app))
 
     def noted(environ, start_response):
         try:
@@ -372,6 +387,8 @@ def _(answer):
         result = load(server.url, requests, timeout=requests * delay + DEADLINE)
     if errors:
         error = errors[0]
+        if isinstance(error, TimeoutError):
+            raise CaseFailed(STILL_WAITING)
         advice = (": one loop cannot run two requests at once from two threads. Give each request a loop of "
                   "its own: asyncio.run(app(scope, receive, send))" if isinstance(error, RuntimeError) else "")
         raise CaseFailed(f"your bridge raised {type(error).__name__}: {error}{advice}")
