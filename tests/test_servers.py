@@ -251,3 +251,21 @@ def test_both_asgi_servers_speak_websocket(kind):
         assert asyncio.run(client(server.url.replace("http://", "ws://") + "/")) == "echo: hi"
         assert httpx.get(server.url).status_code == 500  # an HTTP request to a WebSocket-only app
     assert port_is_free(server.port)
+
+
+def test_kept_alive_connections_to_uvicorn_are_not_held_by_nagle():
+    # The listener's proto must say TCP, or asyncio leaves Nagle's algorithm on for the connections
+    # uvicorn accepts, and every kept-alive response (head and body written apart) waits ~40 ms on a
+    # delayed ACK. The time bound is far above the ~1 ms a request takes, and far below the ~44.
+    listener = servers._listening_socket("127.0.0.1", 0, 8)
+    with listener:
+        assert listener.proto == socket.IPPROTO_TCP
+    server = servers.serve_asgi(hello_asgi, name="t", server="uvicorn", lifespan="off")
+    with httpx.Client() as client:
+        client.get(server.url)
+        times = []
+        for _ in range(15):
+            started = time.perf_counter()
+            assert client.get(server.url).text == "hello from asgi"
+            times.append(time.perf_counter() - started)
+    assert sorted(times)[len(times) // 2] < 0.025, f"median {sorted(times)[len(times) // 2] * 1000:.0f} ms"
