@@ -36,7 +36,7 @@ TIMEOUT = 5.0  # seconds: an idle keep-alive connection, a request head, a clien
 GRACE = 5.0  # seconds the requests in flight get to finish when the server stops
 POLL = 0.2  # seconds between two looks at the connection, while an app waits for http.disconnect
 # HTTP spec 2.4: send() on a closed connection raises an OSError (here ClientDisconnected). The
-# spec is at 2.5, which only adds a key to a WebSocket event; this server speaks no WebSocket.
+# spec is at 2.5, which only adds a key to a WebSocket event (lesson 09's, gatewaylab.websocket).
 ASGI_VERSION = {"version": "3.0", "spec_version": "2.4"}
 
 
@@ -623,7 +623,8 @@ class ASGIServer:
     def upgrade(self, request):
         """A handler to switch the connection to another protocol, or None to serve HTTP. A
         WebSocket handshake (Upgrade: websocket) would get one that runs the app with a scope of
-        type "websocket". This server has none: it serves HTTP, as RFC 9110 7.8 allows."""
+        type "websocket": lesson 09's WebSocketServer (gatewaylab.websocket) overrides this. This
+        server has none: it serves HTTP, as RFC 9110 7.8 allows."""
         return None
 
     async def serve(self, on_ready=None):
@@ -724,9 +725,9 @@ class ASGIServer:
 
 # --- The command line -------------------------------------------------------------------------
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m gatewaylab.asgi",
-                                     description="Serve an ASGI application.")
+def main(argv=None, server_class=ASGIServer, prog="python -m gatewaylab.asgi"):
+    """The command line. A subclass of ASGIServer (lesson 09's WebSocketServer) reuses it."""
+    parser = argparse.ArgumentParser(prog=prog, description="Serve an ASGI application.")
     parser.add_argument("app", help="the application, as module:name (for example hello:app)")
     parser.add_argument("--host", default="127.0.0.1", help="address (default: 127.0.0.1)")
     parser.add_argument("--port", type=int, default=8000, help="port (default: 8000; 0: any)")
@@ -736,8 +737,8 @@ def main(argv=None):
                         help=f"seconds (default: {TIMEOUT:g})")
     args = parser.parse_args(argv)
     try:
-        server = ASGIServer(load_app(args.app), args.host, args.port, lifespan=args.lifespan,
-                            timeout=args.timeout)
+        server = server_class(load_app(args.app), args.host, args.port, lifespan=args.lifespan,
+                              timeout=args.timeout)
     except (ValueError, OSError) as error:  # a bad module:name or option, a port in use
         parser.exit(1, f"error: {error}\n")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
@@ -761,4 +762,9 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # The command serves WebSocket too: lesson 09 adds it in a module of its own, which imports
+    # this one (never the other way, but for this line). Its main() is this module's, run as
+    # gatewaylab.asgi, the module WebSocketServer's classes come from (here, this file runs as
+    # __main__: a second copy, whose StartupFailed would not be the one raised).
+    from gatewaylab.websocket import main as main_with_websocket
+    sys.exit(main_with_websocket(prog="python -m gatewaylab.asgi"))

@@ -80,7 +80,8 @@ class RunningServer:
             self.thread.join(timeout)
             if self.thread.is_alive():
                 print(f"warning: server {self.name!r} did not stop within {timeout:g} s; its thread is still running "
-                      "(is a handler stuck waiting for a client that never sends?)", file=sys.stderr)
+                      "(is a handler stuck waiting for a client that never sends, or an async app blocking its event loop "
+                      "with a time.sleep or a busy loop?)", file=sys.stderr)
 
     def __enter__(self) -> "RunningServer":
         return self
@@ -306,7 +307,9 @@ def _serve_course_asgi(app, name, host, port, lifespan, options) -> RunningServe
     # start() returns once the server serves; a failed lifespan startup raises here and leaves no thread behind.
     asgi_server = WebSocketServer(app, host, port, lifespan=lifespan, backlog=options.get("backlog", 1024)).start()
     bound_host, bound_port = asgi_server.server_address[:2]
-    running_server = RunningServer(name, "gatewaylab", bound_host, bound_port, asgi_server.shutdown,
+    # stop() asks it to shut down and waits for its thread with a time limit (shutdown() would wait
+    # for ever on an app that blocks the loop), saying so if the thread outlives it.
+    running_server = RunningServer(name, "gatewaylab", bound_host, bound_port, asgi_server.request_shutdown,
                                    thread=asgi_server.thread)
     return _register(running_server)
 

@@ -22,7 +22,6 @@ import hashlib
 import logging
 import sys
 from typing import NamedTuple
-from unittest import mock
 
 from gatewaylab import asgi
 from gatewaylab.asgi import ASGIServer, ClientDisconnected, make_scope, response_field
@@ -507,11 +506,9 @@ class WebSocketServer(ASGIServer):
         await super().stop(server)
 
 
-def main(argv=None):
-    """gatewaylab.asgi's command line, serving with WebSocketServer. (asgi.main builds its server
-    by the module-level name ASGIServer: for this call the name stands for WebSocketServer.)"""
-    with mock.patch.object(asgi, "ASGIServer", WebSocketServer):
-        return asgi.main(argv)
+def main(argv=None, prog="python -m gatewaylab.websocket"):
+    """gatewaylab.asgi's command line, serving with WebSocketServer."""
+    return asgi.main(argv, WebSocketServer, prog=prog)
 
 
 if __name__ == "__main__":

@@ -269,3 +269,23 @@ def test_kept_alive_connections_to_uvicorn_are_not_held_by_nagle():
             assert client.get(server.url).text == "hello from asgi"
             times.append(time.perf_counter() - started)
     assert sorted(times)[len(times) // 2] < 0.025, f"median {sorted(times)[len(times) // 2] * 1000:.0f} ms"
+
+
+def test_stopping_the_course_asgi_server_under_an_app_that_blocks_its_loop_returns_with_a_warning(capsys):
+    release = threading.Event()
+
+    async def blocks_the_loop(scope, receive, send):
+        if scope["type"] == "http":
+            release.wait(30)  # a time.sleep in an async app: the loop can do nothing else
+
+    server = servers.serve_asgi(blocks_the_loop, name="t", server="gatewaylab", lifespan="off")
+    with socket.create_connection(("127.0.0.1", server.port)) as client:
+        client.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        time.sleep(0.3)  # the request has reached the app, which holds the loop
+        started = time.monotonic()
+        server.stop(timeout=1)
+        assert time.monotonic() - started < 5
+        assert "did not stop within 1 s" in capsys.readouterr().err
+        release.set()  # the loop goes on, sees the request to stop, and ends
+        server.thread.join(10)
+        assert not server.thread.is_alive()
