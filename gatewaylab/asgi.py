@@ -262,8 +262,11 @@ class Exchange:
             if self.connection.client_gone():
                 self.hang_up()
             else:
+                # Not wait_for: on Python 3.11 it loses a cancellation that comes as the wait
+                # ends, and the app (Django cancels its disconnect listener) gets an event instead.
                 try:
-                    await asyncio.wait_for(self.over.wait(), POLL)
+                    async with asyncio.timeout(POLL):
+                        await self.over.wait()
                 except TimeoutError:
                     pass
 

@@ -901,3 +901,29 @@ def test_cli_gives_a_one_line_error_for_an_app_it_cannot_load(cli, spec, message
     process = cli(spec, "--port", "0")
     err = process.communicate(timeout=20)[1]
     assert process.returncode == 1 and message in err and len(err.strip().splitlines()) == 1
+
+
+def test_a_receive_cancelled_as_the_response_completes_stays_cancelled():
+    # What Django's ASGIHandler does: listen for http.disconnect in a task while it responds, then
+    # cancel the listener. Its receive() must raise CancelledError, not return an event (which
+    # Django takes for a client that left: RequestAborted, and a traceback for every request).
+    returned = []
+
+    async def app(scope, receive, send):
+        await receive()
+
+        async def respond():
+            await send({"type": "http.response.start", "status": 200, "headers": []})
+            await send({"type": "http.response.body", "body": b"ok"})
+
+        listener, responder = asyncio.ensure_future(receive()), asyncio.ensure_future(respond())
+        await asyncio.wait([listener, responder], return_when=asyncio.FIRST_COMPLETED)
+        if not listener.done():
+            listener.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                returned.append(await listener)
+
+    with ASGIServer(app, port=0, lifespan="off") as server, httpx.Client() as client:
+        for _ in range(20):
+            assert client.get(url(server)).text == "ok"
+    assert returned == []
