@@ -6,6 +6,11 @@ function, class and UPPER_CASE constant, taking the lessons in order, must be id
 the cells must define everything the module defines: a lesson may build a function in steps, but its last step is the
 module.
 
+A class too long for one cell goes on in the next as `class Name(Name):`, which rebinds the name to a subclass with
+the methods of both: the test joins the parts' bodies, in order, into the one class the module has. (So a part must
+not call `super()` for a method an earlier part of the same class defines: in the notebook that would find the earlier
+part, in the module the base class.)
+
 The cells must also run as they stand: every module-level name their definitions use must be bound in that notebook
 (imported or defined in one of its cells), or a learner running the lesson meets a NameError the package never shows.
 """
@@ -23,10 +28,43 @@ ROOT = Path(__file__).resolve().parents[1]
 MARKER = re.compile(r"^# (gatewaylab/[\w/]+\.py)\s*$")
 
 
+def is_continuation(node: ast.AST) -> bool:
+    """`class Name(Name):`, the next part of a class too long for one cell."""
+    return isinstance(node, ast.ClassDef) and any(isinstance(base, ast.Name) and base.id == node.name
+                                                  for base in node.bases)
+
+
+def continued_body(source: str, node: ast.ClassDef) -> str:
+    """The lines of a continuation part after its `class Name(Name):` line."""
+    return "\n".join(source.splitlines()[node.lineno:node.end_lineno])
+
+
+def methods_defined(node: ast.ClassDef) -> set[str]:
+    return {item.name for item in node.body if isinstance(item, (ast.FunctionDef, ast.AsyncFunctionDef))}
+
+
+def super_calls(node: ast.ClassDef) -> set[str]:
+    """The attributes a class's methods look up on super()."""
+    return {inner.attr for inner in ast.walk(node) if isinstance(inner, ast.Attribute)
+            and isinstance(inner.value, ast.Call) and isinstance(inner.value.func, ast.Name)
+            and inner.value.func.id == "super"}
+
+
 def definitions(source: str) -> dict[str, str]:
-    """Top-level functions, classes and UPPER_CASE constants, name -> exact source text (the last one wins)."""
-    found = {}
+    """Top-level functions, classes and UPPER_CASE constants, name -> exact source text (the last one wins; the parts
+    of a class continued over cells are joined)."""
+    found, parts = {}, {}
     for node in ast.parse(source).body:
+        if is_continuation(node):
+            assert node.name in found, f"class {node.name}({node.name}) continues a class that was never begun"
+            clash = super_calls(node) & parts[node.name]
+            assert not clash, (f"a part of {node.name} calls super() for {sorted(clash)}, which an earlier part "
+                               f"defines: in the notebook super() would find that part, in the module the base")
+            found[node.name] += "\n\n" + continued_body(source, node)
+            parts[node.name] |= methods_defined(node)
+            continue
+        if isinstance(node, ast.ClassDef):
+            parts[node.name] = methods_defined(node)
         if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
             names = [node.name]
         elif isinstance(node, (ast.Assign, ast.AnnAssign)):
@@ -35,8 +73,9 @@ def definitions(source: str) -> dict[str, str]:
         else:
             continue
         segment = ast.get_source_segment(source, node, padded=False)
-        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) and node.decorator_list:
-            first = min(d.lineno for d in node.decorator_list)
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            # Whole lines, from the first decorator: a comment after the last statement is part of it.
+            first = min([d.lineno for d in node.decorator_list] + [node.lineno])
             segment = "\n".join(source.splitlines()[first - 1:node.end_lineno])
         for name in names:
             found[name] = segment
@@ -132,6 +171,22 @@ def test_a_missing_import_is_noticed():
     assert global_names_used(code) - names_bound(code) - set(dir(builtins)) == {"errno"}
     code = "import os\nSEP = os.sep + re.escape('x')\n\n@cache\ndef f(x: Request):\n    return x\n"
     assert global_names_used(code) - names_bound(code) == {"re", "cache", "Request"}
+
+
+def test_a_class_continued_over_cells_is_joined_into_one():
+    module = "class A(B):\n    x = 1\n\n    def f(self):\n        return 1\n\n    def g(self):\n        return 2"
+    cells = "class A(B):\n    x = 1\n\n    def f(self):\n        return 1\n\n\nclass A(A):  # continued\n" \
+            "    def g(self):\n        return 2\n"
+    assert definitions(cells) == definitions(module)
+    wrong_order = "class A(B):\n    x = 1\n\n    def g(self):\n        return 2\n\n\nclass A(A):\n" \
+                  "    def f(self):\n        return 1\n"
+    assert definitions(wrong_order) != definitions(module)
+    # A part that asks super() for a method of an earlier part would run differently in the notebook.
+    with pytest.raises(AssertionError, match="super"):
+        definitions("class A(B):\n    def f(self):\n        pass\n\n\nclass A(A):\n    def g(self):\n"
+                    "        return super().f()\n")
+    with pytest.raises(AssertionError, match="never begun"):
+        definitions("class A(A):\n    pass\n")
 
 
 def test_the_comparison_notices_a_difference():
