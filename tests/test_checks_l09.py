@@ -93,6 +93,47 @@ def test_ticks_with_a_str_body_is_told_by_the_validator():
                "the ASGI validator", "must be bytes")
 
 
+def test_ticks_with_a_capitalised_header_is_told_the_validators_reason_in_every_case(capsys):
+    report = fails_with("09.1", variant("ticks", ('(b"content-type", b"text/event-stream")',
+                                                  '(b"Content-Type", b"text/event-stream")')))
+    assert all(not r.passed and "must be lower-case" in r.message for r in report.results), str(report)
+    captured = capsys.readouterr()
+    assert "Traceback" not in captured.err + captured.out  # the server's log is kept, not printed
+
+
+def test_ticks_without_the_last_body_prints_no_server_traceback(capsys):
+    fails_with("09.1", variant("ticks", ('    await send({"type": "http.response.body", "body": b""})', "")),
+               "the ASGI validator", "returned with the response started")
+    captured = capsys.readouterr()
+    assert "Traceback" not in captured.err + captured.out and "error in the application" not in captured.err
+
+
+def test_ticks_that_starts_late_with_the_comment_in_the_first_events_body():
+    answer = NOTEBOOK.define(
+        "async def ticks(scope, receive, send):\n"
+        "    first = int(dict(scope['headers']).get(b'last-event-id', b'0')) + 1\n"
+        "    await asyncio.sleep(0.1)\n"
+        "    await send({'type': 'http.response.start', 'status': 200,\n"
+        "                'headers': [(b'content-type', b'text/event-stream')]})\n"
+        "    for n in range(first, 6):\n"
+        "        if n > first:\n"
+        "            await asyncio.sleep(0.1)\n"
+        "        event = f'id: {n}\\ndata: tick {n}\\n\\n'.encode()\n"
+        "        body = b': hello\\n' + event if n == first else event\n"
+        "        await send({'type': 'http.response.body', 'body': body, 'more_body': True})\n"
+        "    await send({'type': 'http.response.body', 'body': b''})\n", "ticks")
+    fails_with("09.1", answer, "the comment line went out with the first event", "of its own at once")
+
+
+def test_ticks_that_sends_the_comment_alone_but_everything_only_after_a_wait():
+    answer = variant("ticks", ("    headers = dict(", "    await asyncio.sleep(0.1)\n    headers = dict("),
+                     ("        await asyncio.sleep(0.1)\n        event", "        event"),
+                     ('        await send({"type": "http.response.body", "body": event, "more_body": True})',
+                      '        await send({"type": "http.response.body", "body": event, "more_body": True})\n'
+                      '        await asyncio.sleep(0.1)'))
+    fails_with("09.1", answer, "send the start and the comment at once, then await asyncio.sleep(0.1)")
+
+
 # --- 09.2 a parser ---
 
 def test_parser_that_splits_on_newline_only():
@@ -133,6 +174,47 @@ def test_parser_that_fires_events_without_data():
 def test_parser_on_str_splitlines():
     fails_with("09.2", variant("parse_stream", ('re.split(r"\\r\\n|\\r|\\n", text)[:-1]', "text.splitlines()")),
                "str.splitlines() also splits")
+
+
+RETRY = 'elif name == "retry" and value.isascii() and value.isdigit():\n            retry = int(value)'
+
+
+def test_parser_whose_retry_takes_unicode_digits():
+    fails_with("09.2", variant("parse_stream", (RETRY, 'elif name == "retry" and value.isdigit():\n'
+                                                       '            retry = int(value)')),
+               "ValueError")  # '\u00b2' is a digit to str.isdigit(), not to int()
+
+
+def test_parser_whose_retry_takes_whatever_int_takes():
+    answer = variant("parse_stream", (RETRY, 'elif name == "retry":\n            try:\n'
+                                             '                retry = int(value)\n'
+                                             '            except ValueError:\n                pass'))
+    report = fails_with("09.2", answer, "retry changes only for a value of ASCII digits", "event 2 differs (in retry)")
+    assert "'retry': -5" in next(r.got for r in report.results if not r.passed)
+
+
+@pytest.mark.parametrize("old, new, fragments", [
+    ("        if not line:\n", "        line = line.strip()\n        if not line:\n",
+     ["spaces (and tabs) at the end of a value", "event 1 differs (in data)"]),
+    ('name, _, value = line.partition(":")',
+     'name, _, value = line.partition(": ") if ": " in line else line.partition(":")',
+     ["split at the first ':', not at ': '", "yours has no event 1"]),
+    ("        value = value[1:]", "        name = name.strip()\n        value = value[1:]",
+     ["' data' and 'data ' are not the field 'data'"]),
+    ('text = text.removeprefix("\\ufeff")', 'text = text.replace("\\ufeff", "")',
+     ["only a BOM at the very start of the stream is dropped"]),
+    ('text = text.removeprefix("\\ufeff")', 'text = text.lstrip("\\ufeff")', ["one leading BOM is dropped, not two"]),
+])
+def test_parser_that_trims_more_than_the_standard(old, new, fragments):
+    fails_with("09.2", variant("parse_stream", (old, new)), *fragments)
+
+
+def test_parser_failure_shows_the_first_event_that_differs_whole():
+    report = fails_with("09.2", variant("parse_stream", ('elif name == "id" and "\\0" not in value:',
+                                                         'elif name == "id":')),
+                        "event 2 differs (in id)")
+    failed = next(r for r in report.results if not r.passed)
+    assert "x\\x00y" in failed.got and " ... " not in failed.got and " ... " not in failed.expected
 
 
 def test_parser_that_cuts_the_value_at_a_second_colon():
@@ -192,6 +274,17 @@ def test_encoder_that_masks_with_the_wrong_index():
     fails_with("09.4", variant("encode_frame", ("mask[i % 4]", "mask[i % 3]")), "payload[i] ^ mask[i % 4]")
 
 
+@pytest.mark.parametrize("old, new, short", [
+    ("        head += mask\n", "", True),
+    ("        head += mask\n    return head + payload", "    return head + payload + (mask or b'')", False),
+])
+def test_encoder_with_the_mask_missing_or_misplaced(old, new, short):
+    report = fails_with("09.4", variant("encode_frame", (old, new)),
+                        "bytes 2 to 5 are not the mask", "right after the length, before the payload")
+    assert ("the mask is missing" in failure_messages(report)) == short
+    assert "extended length" not in failure_messages(report)
+
+
 def test_encoder_that_returns_str():
     answer = NOTEBOOK.define("def encode_frame(opcode, payload, fin=True, mask=None):\n"
                              "    return (bytes([0x80 | opcode, len(payload)]) + payload).decode('latin-1')\n",
@@ -242,17 +335,41 @@ def test_reader_with_read_instead_of_readexactly():
     fails_with("09.5", answer, "await reader.readexactly(n) waits for all n")
 
 
-def test_reader_with_a_little_endian_length():
-    answer = variant("read_frame", ('length = int.from_bytes(await reader.readexactly(2), "big")',
-                                    'length = int.from_bytes(await reader.readexactly(2), "little")'))
-    report = run_check("09.5", answer)
-    assert not report.passed and not report.not_solved
-
-
 def test_reader_that_raises_another_error():
     answer = variant("read_frame", ('raise ProtocolError(1002, "a client frame must be masked")',
                                     'raise ValueError("unmasked")'))
     fails_with("09.5", answer, "raise ProtocolError(1002", "ValueError")
+
+
+def test_reader_that_lets_a_close_frame_be_fragmented():
+    answer = variant("read_frame", ("if opcode >= 0x8 and", "if opcode > 0x8 and"))
+    fails_with("09.5", answer, "a close frame with FIN unset", "ProtocolError(1002")
+
+
+def test_reader_that_checks_rsv1_only():
+    fails_with("09.5", variant("read_frame", ("if first & 0x70 or", "if first & 0x40 or")), "RSV2 (0x20) set")
+
+
+def test_reader_that_refuses_a_frame_of_exactly_max_size():
+    fails_with("09.5", variant("read_frame", ("if length > max_size:", "if length >= max_size:")),
+               "a frame of exactly max_size", "length > max_size")
+
+
+def test_reader_with_a_truthy_fin_passes():
+    # fin = first & 0x80 (128, not True): the check reads fin as a truth value, as the server does (if frame.fin)
+    assert run_check("09.5", variant("read_frame", ("bool(first & 0x80)", "first & 0x80"))).passed
+
+
+def test_reader_with_a_little_endian_length_is_told_the_length_is_wrong():
+    answer = variant("read_frame", ('length = int.from_bytes(await reader.readexactly(2), "big")',
+                                    'length = int.from_bytes(await reader.readexactly(2), "little")'))
+    fails_with("09.5", answer, "read a payload of 32256 bytes from a 126-byte frame",
+               "was still waiting after 3 s for bytes the frame does not have", "big-endian")
+
+
+def test_reader_that_reads_the_head_with_read_is_told_to_use_readexactly():
+    fails_with("09.5", variant("read_frame", ("readexactly", "read")),
+               "raised IndexError", "reader.read(n) returns what has arrived so far", "readexactly(n)")
 
 
 def test_reader_that_is_not_async():

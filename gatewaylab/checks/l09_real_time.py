@@ -13,11 +13,13 @@ import asyncio
 import base64
 import hashlib
 import inspect
+import logging
 import os
 import threading
 import time
 import weakref
 
+from gatewaylab import asgi
 from gatewaylab.asgi_validate import ASGIValidationError, validator
 from gatewaylab.grading import CaseFailed, Exercise, expect_equal, short_repr, stop_thread
 from gatewaylab.servers import serve_asgi
@@ -55,29 +57,65 @@ sse_endpoint = Exercise(
 )
 
 
+class Kept(logging.Handler):
+    """Keeps what the server logs while a case runs: its tracebacks would fill the learner's notebook, and the case
+    reports what went wrong itself."""
+
+    def __init__(self):
+        super().__init__()
+        self.records = []
+
+    def emit(self, record):
+        self.records.append(record)
+
+
 class ServedStream:
-    """The answer, under the validator, on the course's ASGI server; `read()` reads one stream with the course's
-    SSE client and notes when each event came."""
+    """The answer, under the validator, on the course's ASGI server, its log kept (not printed); `read()` reads one
+    stream with the course's SSE client and notes when each event came; `sent` holds (seconds since the app was
+    called, event) for every event the app sent."""
 
     def __init__(self, app, name):
         if app in _BLOCKED:
             raise CaseFailed("not run: your app blocked the server's event loop in a case before, and would again")
-        self.app, self.errors = app, []
+        self.app, self.errors, self.sent = app, [], []
         checked = validator(app)
 
         async def served(scope, receive, send):
+            called = time.monotonic()
+
+            async def noted(message):
+                self.sent.append((time.monotonic() - called, message))
+                await send(message)
+
             try:
-                await checked(scope, receive, send)
+                await checked(scope, receive, noted)
             except Exception as error:
                 self.errors.append(error)
                 raise
 
-        self.server = serve_asgi(served, name=name, server="gatewaylab", lifespan="off")
+        self.kept, self.propagated = Kept(), asgi.log.propagate
+        asgi.log.addHandler(self.kept)
+        asgi.log.propagate = False  # (a root handler, if the notebook set one, would print it all the same)
+        try:
+            self.server = serve_asgi(served, name=name, server="gatewaylab", lifespan="off")
+        except BaseException:
+            self._release_log()
+            raise
+
+    def _release_log(self):
+        asgi.log.removeHandler(self.kept)
+        asgi.log.propagate = self.propagated
 
     def __enter__(self):
         return self
 
     def __exit__(self, *exc):
+        try:
+            self._stop()
+        finally:
+            self._release_log()
+
+    def _stop(self):
         # Stopping waits for the server's thread, which an app that never gives its loop back holds for ever: the
         # stop runs in a thread of its own, and the server's thread is stopped if it has not ended by then.
         stopping = threading.Thread(target=self.server.stop, kwargs={"timeout": STOP_WAIT}, daemon=True)
@@ -160,15 +198,39 @@ def _(answer):
         try:
             first = next(events, None)
         except StreamFailed as error:
+            served.verdict(left_early=True)  # the validator's reason, if it refused the app's response
             raise CaseFailed(f"{error}: answer 200 with content-type text/event-stream") from None
         finally:
             events.close()
         served.verdict(left_early=True)
+        sent = list(served.sent)
     if client.comments < 1:
         raise CaseFailed("no comment line came before the first event: send b': hello\\n' (a line starting with "
                          "a colon, which clients ignore) as the stream's first body")
     if first is None:
         raise CaseFailed("no event came after the comment line")
+    _heartbeat_first(sent)
+
+
+def _heartbeat_first(sent):
+    """The response's start and the comment went out at once, each before the first event, which came after the
+    first asyncio.sleep(0.1): the server-side times of the app's send() calls, which no load on the client shifts
+    (a late start that came with the first event, or a comment in the first event's body, is sent with it)."""
+    bodies = [(at, message.get("body", b"")) for at, message in sent if message["type"] == "http.response.body"]
+    started = next((at for at, message in sent if message["type"] == "http.response.start"), None)
+    event_at = next((at for at, body in bodies if b"data:" in body), None)
+    comment_at = next((at for at, body in bodies
+                       if any(line.startswith(b":") for line in body.splitlines())), None)
+    if started is None or event_at is None or comment_at is None:
+        return  # the cases before say what is missing
+    if comment_at >= event_at:
+        raise CaseFailed(f"the comment line went out with the first event, {event_at:.2f} s after the request: "
+                         "send it (b': hello\\n') in an http.response.body of its own at once, before you wait "
+                         "for the first event, so the client sees the stream open before any event")
+    if event_at - started < 0.05 or event_at - comment_at < 0.05:
+        raise CaseFailed(f"your app sent http.response.start at {started:.2f} s, the comment at {comment_at:.2f} "
+                         f"s and the first event at {event_at:.2f} s after the request: send the start and the "
+                         "comment at once, then await asyncio.sleep(0.1) before the first event")
 
 
 @sse_endpoint.case("a client that reconnects with Last-Event-ID: 3 gets events 4 and 5 only")
@@ -244,8 +306,20 @@ def _compare(answer, text, what):
     expected = _expected(text)
     if not isinstance(got, list) or not all(isinstance(item, dict) for item in got):
         raise CaseFailed("parse_stream returns a list of dicts, one per event", expected=expected, got=got)
-    if got != expected:
-        raise CaseFailed(f"{what}: for the stream {short_repr(text, 120)}", expected=expected, got=got)
+    if got == expected:
+        return
+    # The first event that differs, whole: two lists cut in the middle would hide it.
+    index = next((i for i, (a, b) in enumerate(zip(got, expected)) if a != b), min(len(got), len(expected)))
+    counts = f"{len(expected)} event{'s' * (len(expected) != 1)} expected, {len(got)} from yours"
+    if index < len(got) and index < len(expected):
+        fields = ", ".join(key for key in expected[index] if got[index].get(key, ...) != expected[index][key])
+        where, shown = f"event {index + 1} differs (in {fields or 'its keys'})", (expected[index], got[index])
+    elif index < len(expected):
+        where, shown = f"yours has no event {index + 1}", (expected[index], "(no event)")
+    else:
+        where, shown = f"yours has an event {index + 1} too many", ("(no event)", got[index])
+    raise CaseFailed(f"{what}: for the stream {short_repr(text, 120)}, {where} ({counts})",
+                     expected=shown[0], got=shown[1])
 
 
 @sse_parser.case("events with several data lines, an event type, ids kept from one event to the next")
@@ -271,6 +345,32 @@ def _(answer):
 def _(answer):
     _compare(answer, "retry: 2500\nid: 4\ndata: a\n\nretry: 1.5\nid: x\0y\ndata: b\n\nid\nretry: soon\ndata: c\n\n",
              "retry is kept from 'retry: 2500' (ignored when not all digits); the id with NULL is ignored")
+
+
+@sse_parser.case("retry: only a value of ASCII digits counts (not '-5', '+5', ' 7', '1_000', '4e2', nor digits of "
+                 "other scripts)")
+def _(answer):
+    text = "".join(f"retry: {value}\ndata: {n}\n\n" for n, value in enumerate(
+        ("300", "-5", "+5", " 7", "1_000", "\u0661\u0660\u0660", "\u00b2", "4e2", "12")))
+    _compare(answer, text, "retry changes only for a value of ASCII digits (value.isascii() and value.isdigit()): "
+             "int() also takes '-5', '+5', ' 7' and '1_000', str.isdigit() also '\u0661\u0660\u0660' "
+             "(Arabic-Indic) and '\u00b2', which int() then refuses")
+
+
+@sse_parser.case("nothing else is trimmed: spaces at a value's end or around a field name, a second ': ', a BOM "
+                 "inside")
+def _(answer):
+    for text, what in (
+            ("data: a  \n\ndata:\tb\n\n", "only one space after the colon is dropped: spaces (and tabs) at the "
+             "end of a value, or a tab after the colon, stay"),
+            (" data: x\n\ndata : y\n\ndata: z\n\n", "' data' and 'data ' are not the field 'data' (a field "
+             "name is what comes before the colon, as it is): they are ignored"),
+            ("data:12: 30\n\n", "the field is what comes before the first ':', the value all after it "
+             "(split at the first ':', not at ': ')"),
+            ("\ufeffdata: a\ufeffb\n\n\ufeffdata: c\n\n", "only a BOM at the very start of the stream is "
+             "dropped (text.removeprefix('\\ufeff')): one elsewhere is kept, or makes a field name no field has"),
+            ("\ufeff\ufeffdata: x\n\ndata: y\n\n", "one leading BOM is dropped, not two")):
+        _compare(answer, text, what)
 
 
 @sse_parser.case("lines end with \\r\\n, \\n or \\r (even mixed); an event the stream does not end is dropped")
@@ -422,6 +522,11 @@ def _reference_frame(opcode, payload, fin=True, mask=None):
     return head + payload
 
 
+def _extended(frame):
+    """How many extended length bytes follow a frame's second byte: 0, 2 (length 126) or 8 (127)."""
+    return {126: 2, 127: 8}.get(frame[1] & 0x7F, 0)
+
+
 def _encoded(answer, opcode, payload, fin=True, mask=None):
     got = answer(opcode, payload, fin=fin, mask=mask)
     expected = _reference_frame(opcode, payload, fin, mask)
@@ -436,9 +541,14 @@ def _encoded(answer, opcode, payload, fin=True, mask=None):
     elif got[1:2] != expected[1:2]:
         detail = (f"the second byte is {got[1]:#010b}, not {expected[1]:#010b}: MASK (0x80) when a mask is "
                   f"given, then the length if under 126, else 126 (2 length bytes follow) or 127 (8 follow)")
-    elif got[2:len(expected) - len(payload)] != expected[2:len(expected) - len(payload)]:
-        detail = ("the extended length (or the mask after it) is wrong: a length of 126 to 65535 is the byte 126 "
-                  "then 2 length bytes, a longer one 127 then 8 bytes, big-endian (network order)")
+    elif got[2:2 + _extended(expected)] != expected[2:2 + _extended(expected)]:
+        detail = ("the extended length is wrong: a length of 126 to 65535 is the byte 126 then 2 length bytes, a "
+                  "longer one 127 then 8 bytes, big-endian (network order)")
+    elif mask and got[2 + _extended(expected):6 + _extended(expected)] != mask:
+        at = 2 + _extended(expected)
+        detail = (f"bytes {at} to {at + 3} are not the mask: the 4 mask bytes, as given, come right after the "
+                  "length, before the payload"
+                  + (" (yours is 4 bytes short: the mask is missing)" if len(got) == len(expected) - 4 else ""))
     else:
         detail = "the payload is wrong: masked, byte i is payload[i] ^ mask[i % 4]; unmasked, as it is"
     raise CaseFailed(f"{what}: {detail}", expected=short_repr(expected, 60), got=short_repr(bytes(got), 60))
@@ -560,6 +670,22 @@ def _read(answer, pieces, max_size=MAX_SIZE, pause=0.0, frames=1):
     return asyncio.run(main())
 
 
+def _what_went_wrong(error, pieces=False):
+    """What an exception read_frame raised (or the deadline it ran into) on a good frame says about the answer."""
+    if isinstance(error, TimeoutError):
+        return (f"was still waiting after {DEADLINE:g} s for bytes the frame does not have: was a length read "
+                "wrong (126 means 2 more length bytes, 127 means 8, both big-endian: int.from_bytes(..., 'big')), "
+                "or was something read twice?")
+    if isinstance(error, asyncio.IncompleteReadError):
+        return (f"read past the end of the frames sent ({error}): was a length read wrong (big-endian, "
+                "int.from_bytes(..., 'big')), or the mask or the payload read twice?")
+    said = f"raised {type(error).__name__}: {error}"
+    if pieces and isinstance(error, (IndexError, ValueError)):
+        return (f"{said}. reader.read(n) returns what has arrived so far, up to n bytes, maybe fewer: "
+                "await reader.readexactly(n) waits for all n")
+    return said
+
+
 def _refused(answer, frame, code, why, max_size=MAX_SIZE):
     [result] = _read(answer, [frame], max_size)[-1:]
     if isinstance(result, TimeoutError):
@@ -570,7 +696,8 @@ def _refused(answer, frame, code, why, max_size=MAX_SIZE):
         raise CaseFailed(f"{why}; your read_frame returned a frame: raise ProtocolError({code}, '...')",
                          expected=f"ProtocolError({code}, ...)", got=result)
     if getattr(result, "code", None) != code:
-        raise CaseFailed(f"{why}: raise ProtocolError({code}, '...'), not {type(result).__name__}", expected=f"ProtocolError({code}, ...)",
+        raise CaseFailed(f"{why}: raise ProtocolError({code}, '...'), not {type(result).__name__}",
+                         expected=f"ProtocolError({code}, ...)",
                          got=f"{type(result).__name__}({short_repr(str(result), 60)}), code "
                              f"{getattr(result, 'code', None)!r}")
 
@@ -582,8 +709,13 @@ def _(answer):
     results = _read(answer, [b"".join(_client_frame(o, p, f) for o, p, f in sent)], frames=len(sent))
     for (opcode, payload, fin), got in zip(sent, results):
         if isinstance(got, BaseException):
-            raise CaseFailed(f"reading a {len(payload)}-byte frame (opcode {opcode:#x}), your read_frame raised "
-                             f"{type(got).__name__}: {got}")
+            raise CaseFailed(f"reading a {len(payload)}-byte frame (opcode {opcode:#x}), your read_frame "
+                             + _what_went_wrong(got))
+        if got[:2] == (fin, opcode) and len(got[2]) != len(payload):
+            raise CaseFailed(f"your read_frame read a payload of {len(got[2])} bytes from a {len(payload)}-byte "
+                             f"frame (opcode {opcode:#x}): the length is the low 7 bits of the second byte, or, if "
+                             "they say 126, the next 2 bytes, if 127 the next 8, big-endian "
+                             "(int.from_bytes(..., 'big'))")
         if got[:2] == (fin, opcode) and got[2] != payload and len(got[2]) == len(payload):
             raise CaseFailed(f"the payload of a {len(payload)}-byte frame is still masked: unmask it, byte i "
                              "^ mask[i % 4]", expected=short_repr(payload, 40), got=short_repr(got[2], 40))
@@ -596,7 +728,8 @@ def _(answer):
     pieces = [frame[i:i + 7] for i in range(0, len(frame), 7)]
     [got] = _read(answer, pieces, pause=0.002)
     if isinstance(got, BaseException):
-        raise CaseFailed(f"your read_frame raised {type(got).__name__}: {got}")
+        raise CaseFailed("reading a 300-byte text frame that came in 7-byte pieces, your read_frame "
+                         + _what_went_wrong(got, pieces=True))
     if got != (True, 1, b"x" * 300):
         raise CaseFailed("a frame in 7-byte pieces came out wrong: reader.read(n) returns what has arrived, up to "
                          "n bytes; await reader.readexactly(n) waits for all n", expected=(True, 1, "b'x' * 300"),
@@ -607,18 +740,22 @@ def _(answer):
 def _(answer):
     _refused(answer, b"\x81\x05hello", 1002, "an unmasked frame from a client must close the connection with 1002")
     masked = bytearray(_client_frame(0x1, b"hello"))
-    _refused(answer, bytes([masked[0] | 0x40]) + bytes(masked[1:]), 1002, "an RSV bit set with no extension agreed")
+    for bit, name in ((0x40, "RSV1"), (0x20, "RSV2"), (0x10, "RSV3")):
+        _refused(answer, bytes([masked[0] | bit]) + bytes(masked[1:]), 1002,
+                 f"{name} ({bit:#04x}) set with no extension agreed (all three RSV bits, first & 0x70, must be 0)")
     for opcode in (0x3, 0xB):
         _refused(answer, bytes([0x80 | opcode]) + bytes(masked[1:]), 1002, f"the reserved opcode {opcode:#x}")
 
 
-@reader_exercise.case("a fragmented control frame, or one over 125 bytes: ProtocolError(1002)")
+@reader_exercise.case("a fragmented control frame (close, ping, pong), or one over 125 bytes: ProtocolError(1002)")
 def _(answer):
     # (websockets will not write these: made by hand)
-    _refused(answer, _reference_frame(0x9, b"ping", fin=False, mask=os.urandom(4)), 1002, "a ping with FIN unset (control frames are "
-             "never fragmented)")
-    _refused(answer, _reference_frame(0x9, b"p" * 126, mask=os.urandom(4)), 1002, "a ping of 126 bytes (a control frame carries at "
-             "most 125)")
+    for opcode, name in ((0x9, "a ping"), (0x8, "a close frame"), (0xA, "a pong")):
+        _refused(answer, _reference_frame(opcode, b"\x03\xe8", fin=False, mask=os.urandom(4)), 1002,
+                 f"{name} with FIN unset (control frames, opcode 0x8 and up, close included, are never fragmented)")
+    for opcode, name in ((0x9, "a ping"), (0x8, "a close frame")):
+        _refused(answer, _reference_frame(opcode, b"\x03\xe8" + b"p" * 124, mask=os.urandom(4)), 1002,
+                 f"{name} of 126 bytes (a control frame, opcode 0x8 and up, carries at most 125)")
 
 
 @reader_exercise.case("a frame longer than max_size: ProtocolError(1009), before its payload is read")
@@ -626,3 +763,8 @@ def _(answer):
     head = bytes([0x82, 0x80 | 127]) + (2 ** 32).to_bytes(8, "big") + os.urandom(4)  # 4 GiB announced, none sent
     _refused(answer, head, 1009, "a frame announcing 4 GiB, over max_size")
     _refused(answer, _client_frame(0x2, b"y" * 2000), 1009, "a 2000-byte frame with max_size 1000", max_size=1000)
+    [got] = _read(answer, [_client_frame(0x2, b"z" * 1000)], max_size=1000)
+    if isinstance(got, BaseException):
+        raise CaseFailed("a frame of exactly max_size (1000 bytes, max_size 1000) is allowed: refuse only a "
+                         f"length over max_size (length > max_size); your read_frame {_what_went_wrong(got)}")
+    expect_equal(got, (True, 2, b"z" * 1000), "a frame of exactly max_size bytes")
