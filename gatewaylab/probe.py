@@ -25,7 +25,8 @@ from urllib.parse import parse_qs, urlsplit
 import h11
 
 from gatewaylab.html_style import LEFT
-from gatewaylab.websocket import CLOSE, PING, PONG, TEXT, BINARY, accept_key, encode_frame, parse_close
+from gatewaylab.websocket import (BINARY, CLOSE, CONTINUATION, PING, PONG, TEXT, accept_key, encode_frame,
+                                  parse_close)
 from gatewaylab.wire import Connection, Reply, exchange, request
 
 __all__ = ["probe", "probe_side_by_side", "probe_app", "probe_asgi_app", "ProbeReport", "SideBySide", "CheckResult",
@@ -396,8 +397,8 @@ class WebSocketPeer:
     def __init__(self, connection, rest):
         self.connection, self.buffer = connection, rest
 
-    def send(self, opcode, payload, masked=True):
-        self.connection.send(encode_frame(opcode, payload, mask=os.urandom(4) if masked else None))
+    def send(self, opcode, payload, masked=True, fin=True):
+        self.connection.send(encode_frame(opcode, payload, fin=fin, mask=os.urandom(4) if masked else None))
 
     def read(self, size):
         while len(self.buffer) < size:
@@ -423,14 +424,15 @@ class WebSocketPeer:
         return not self.buffer and self.connection.closes_within(1.0)
 
 
-def ws_handshake(address, deadline, version="13"):
-    """Open a connection and send a WebSocket handshake for /ws: (connection, status, headers, bytes after the head).
+def ws_handshake(address, deadline, version="13", path="/ws"):
+    """Open a connection and send a WebSocket handshake (for /ws, where the app accepts): (connection, status,
+    headers, bytes after the head).
     h11 writes the request and reads the answer: a 101 to a request with Upgrade hands it the connection."""
     connection = Connection(address, deadline)
     parser = h11.Connection(h11.CLIENT)
     headers = [("Host", "probe"), ("Upgrade", "websocket"), ("Connection", "Upgrade"),
                ("Sec-WebSocket-Key", WS_KEY), ("Sec-WebSocket-Version", version)]
-    connection.send(parser.send(h11.Request(method="GET", target="/ws", headers=headers)) +
+    connection.send(parser.send(h11.Request(method="GET", target=path, headers=headers)) +
                     parser.send(h11.EndOfMessage()))
     while (event := parser.next_event()) is h11.NEED_DATA:
         data = connection.receive()
@@ -480,6 +482,15 @@ def check_ws_version(address, deadline):
     return passed, f"{status}, Sec-WebSocket-Version {offered}"
 
 
+@check("WebSocket refused by the app", "WebSocket",
+       "403 (a close before the accept: asgiref's www spec)", needs="websocket")
+def check_ws_refused(address, deadline):
+    # The probe app accepts at /ws only: anywhere else it closes first, which the server must answer with 403.
+    connection, status, fields, _ = ws_handshake(address, deadline, path="/refused")
+    connection.close()
+    return status == 403, f"{status}" + (", Sec-WebSocket-Accept sent" if "sec-websocket-accept" in fields else "")
+
+
 def header_values(value):
     """The comma-separated values of a header (None: none)."""
     return {part.strip() for part in (value or "").split(",")}
@@ -498,6 +509,22 @@ def check_ws_echo(address, deadline):
         peer.connection.close()
     passed = text == (TEXT, "probe ✓".encode()) and binary == (BINARY, data)
     return passed, f"text {shorten(text[1])}, binary of {len(binary[1])} bytes" + ("" if passed else " (different)")
+
+
+@check("WebSocket fragments", "WebSocket",
+       "a text in 2 fragments, a ping between: a pong, the text whole (RFC 6455 5.4)",
+       needs="websocket")
+def check_ws_fragments(address, deadline):
+    peer = ws_open(address, deadline)
+    try:
+        peer.send(TEXT, b"frag", fin=False)
+        peer.send(PING, b"between")  # control frames may come between a message's fragments
+        peer.send(CONTINUATION, b"ments")
+        frames = [peer.frame(), peer.frame()]  # the pong comes first, or the message (a server may do either)
+    finally:
+        peer.connection.close()
+    passed = sorted(frames) == [(TEXT, b"fragments"), (PONG, b"between")]
+    return passed, ", ".join(f"opcode {opcode:#x} {shorten(payload)}" for opcode, payload in frames)
 
 
 @check("WebSocket ping", "WebSocket", "a pong with the ping's payload (RFC 6455 5.5.2)", needs="websocket")
@@ -533,6 +560,19 @@ def check_ws_unmasked(address, deadline):
     finally:
         peer.connection.close()
     return code == 1002, f"close {code}"
+
+
+@check("WebSocket frame too big", "WebSocket",
+       "close 1009 from the head of a 4 GiB frame, its payload unsent (RFC 6455 7.4.1)", needs="websocket")
+def check_ws_too_big(address, deadline):
+    peer = ws_open(address, deadline)
+    try:
+        # A binary frame's head: FIN, MASK, the 64-bit length 2**32, a mask; the server must not wait for the payload
+        peer.connection.send(bytes([0x80 | BINARY, 0x80 | 127]) + (2 ** 32).to_bytes(8, "big") + os.urandom(4))
+        code = ws_close_of(peer)
+    finally:
+        peer.connection.close()
+    return code == 1009, f"close {code}"
 
 
 @check(f"{SLOW_CLIENTS} slow requests at once", "concurrency",

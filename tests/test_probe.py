@@ -44,7 +44,11 @@ def test_the_course_asgi_server_passes_every_check_websocket_included():
     with serve_asgi(probe_asgi_app, "probe-course-asgi", server="gatewaylab", lifespan="on") as server:
         report = probe(server.url, realtime=True)
     assert report.passed, [(r.name, r.got) for r in report.failed]
-    assert len(WEBSOCKET_CHECKS) == 6 and all(results_by_name(report)[name].passed for name in WEBSOCKET_CHECKS)
+    assert len(WEBSOCKET_CHECKS) == 9 and all(results_by_name(report)[name].passed for name in WEBSOCKET_CHECKS)
+    results = results_by_name(report)
+    assert results["WebSocket refused by the app"].got == "403"
+    assert results["WebSocket frame too big"].got == "close 1009"
+    assert results["WebSocket fragments"].got == "opcode 0xa b'between', opcode 0x1 b'fragments'"
     assert "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=" in results_by_name(report)["WebSocket handshake"].got
 
 
@@ -177,6 +181,47 @@ def test_a_sloppy_websocket_server_fails_every_websocket_check():
     assert "masked frame" in failed["WebSocket echo"] and "masked frame" in failed["WebSocket ping"]
     assert failed["WebSocket version 8"] == "400, Sec-WebSocket-Version None"
     assert failed["server-sent events"].startswith("200 text/event-stream, 4 events at 0.8")
+
+
+def handshake_then_silence(listener):
+    """Completes a WebSocket handshake properly, then reads every frame and never answers one: a server that
+    waits for the payload a frame announces, and neither pongs nor echoes."""
+    held = []
+    try:
+        while True:
+            conn, _ = listener.accept()
+            held.append(conn)
+            conn.settimeout(2)
+            try:
+                head = conn.recv(65536)
+                if head.startswith(b"GET /offers"):
+                    conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 14\r\nConnection: close\r\n\r\n"
+                                 b"sse websocket\n")
+                    continue
+                key = re.search(rb"Sec-WebSocket-Key: (\S+)", head)[1].decode()
+                accept = base64.b64encode(hashlib.sha1((key + GUID).encode()).digest())
+                conn.sendall(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                             b"Sec-WebSocket-Accept: " + accept + b"\r\n\r\n")
+            except (OSError, TypeError):
+                pass
+    finally:
+        for conn in held:
+            conn.close()
+
+
+GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+
+
+def test_a_server_that_waits_for_an_announced_payload_fails_the_size_and_fragment_checks():
+    names = ["WebSocket handshake", "WebSocket frame too big", "WebSocket fragments"]
+    with serve_socket(handshake_then_silence, "probe-ws-silent") as server:
+        started = time.monotonic()
+        results = results_by_name(probe(server.url, checks=names, timeout=1.0))
+    assert time.monotonic() - started < 10
+    assert results["WebSocket handshake"].passed
+    assert results["WebSocket frame too big"].passed is False
+    assert results["WebSocket frame too big"].got == "no complete answer within 1 s"
+    assert results["WebSocket fragments"].passed is False
 
 
 def test_the_app_says_what_it_offers():
