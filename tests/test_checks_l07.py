@@ -72,7 +72,7 @@ def test_scope_with_the_query_string_decoded():
 
 def test_scope_with_header_names_as_sent():
     fails_with("07.1", variant("make_scope", ('(name.lower().encode("latin-1")', '(name.encode("latin-1")')),
-               "header names must be lower-case")
+               "header names lower-case in the scope")
 
 
 def test_scope_with_repeated_headers_merged():
@@ -206,7 +206,7 @@ def test_send_that_checks_nothing():
 
 def test_send_body_that_does_not_frame_the_body():
     fails_with("07.4", variant("send", ("data += self.out.frame(body)", "data += body")),
-               "A HEAD response has no body")
+               "self.out.frame(body)")
 
 
 def test_send_that_keeps_the_apps_hop_by_hop_headers():
@@ -280,3 +280,136 @@ def test_lifespan_that_leaves_startup_waiting_when_the_app_raises():
 def test_lifespan_that_never_sends_shutdown():
     fails_with("07.6", variant("Lifespan", ('await self.inbox.put({"type": "lifespan.shutdown"})', "pass")),
                "lifespan.shutdown sent when the server stops")
+
+
+# --- wrong answers a newcomer's review found accepted ---
+
+def test_scope_that_encodes_header_values_as_utf8():
+    fails_with("07.1", variant("make_scope", ('(name.lower().encode("latin-1"), value.encode("latin-1"))',
+                                              '(name.lower().encode(), value.encode())')),
+               "value.encode('latin-1')", "b'caf\\xe9'")
+
+
+def test_scope_that_shares_the_modules_asgi_dict():
+    fails_with("07.1", variant("make_scope", ('"asgi": dict(ASGI_VERSION)', '"asgi": ASGI_VERSION')),
+               "a dict of its own")
+
+
+def test_scope_maker_that_is_async():
+    fails_with("07.1", variant("make_scope", ("def make_scope(", "async def make_scope(")),
+               "a plain function (def, not async def)")
+
+
+def test_body_whose_next_chunk_does_one_step():
+    fails_with("07.2", variant("RequestBody", (
+        "        while not self.chunks.done:\n"
+        "            kind, size = self.chunks.next_read()\n"
+        "            if kind == LINE:\n"
+        "                data = self.chunks.feed(await read_line(self.reader, size))\n"
+        "            else:\n"
+        "                data = self.chunks.feed(await read_exactly(self.reader, size))\n"
+        "            if data:\n"
+        "                return data\n"
+        "        return b\"\"\n",
+        "        if self.chunks.done:\n"
+        "            return b\"\"\n"
+        "        kind, size = self.chunks.next_read()\n"
+        "        if kind == LINE:\n"
+        "            return self.chunks.feed(await read_line(self.reader, size))\n"
+        "        return self.chunks.feed(await read_exactly(self.reader, size))\n")),
+               "b'' while the body goes on", "loop")
+
+
+def test_body_that_lets_a_reset_through():
+    fails_with("07.2", variant("RequestBody", (
+        "        except OSError as error:  # a reset: the app hears http.disconnect, as after a close\n"
+        "            raise ClientDisconnected(f\"the client has gone ({error!r})\") from error\n", "")),
+               "ConnectionResetError", "OSError")
+
+
+def test_receive_that_skips_hang_up_on_a_broken_body():
+    fails_with("07.3", variant("receive", ("                self.refused = error\n",
+                                           "                self.refused = error\n"
+                                           "                return {\"type\": \"http.disconnect\"}\n")),
+               "self.hang_up()", "400")
+
+
+def test_receive_that_reads_the_body_after_the_response():
+    fails_with("07.3", variant("receive", ("if not (self.body_given or self.over.is_set()):",
+                                           "if not self.body_given:")),
+               "after the response was complete", "self.over.is_set()")
+
+
+def test_receive_without_the_lock():
+    fails_with("07.3", variant("receive", ("    async with self.reading:\n", "    if True:\n")),
+               "async with self.reading")
+
+
+def test_receive_that_sends_100_continue_after_the_head():
+    fails_with("07.3", variant("receive", ("if self.continue_due and self.framing is None:",
+                                           "if self.continue_due:")),
+               "self.framing is None")
+
+
+def test_send_that_ignores_the_apps_connection_close():
+    fails_with("07.4", variant("send", ("self.closes = asks_to_close(fields)", "pass")),
+               "asks_to_close(fields)")
+
+
+def test_send_whose_hop_by_hop_filter_minds_case():
+    fails_with("07.4", variant("send", ("field[0].lower() not in HOP_BY_HOP", "field[0] not in HOP_BY_HOP")),
+               "whatever their case")
+
+
+def test_send_body_that_never_says_the_response_is_over():
+    fails_with("07.4", variant("send", ("        if self.complete or self.gone:\n"
+                                        "            self.over.set()\n", "        pass\n")),
+               "self.over.set()")
+
+
+def test_send_body_without_the_last_chunk():
+    report = fails_with("07.4", variant("send", ("data += self.out.end()", "pass")),
+                        "after 1 good answer", "self.out.end()")
+    assert "A HEAD response has no body" not in failure_messages(report)
+
+
+def test_send_that_is_not_async():
+    report = fails_with("07.4", variant("send", ("async def send(self, message):", "def send(self, message):"),
+                                        ("await self.send_body(", "self.send_body(")),
+                        "async def send")
+    assert "NoneType" not in failure_messages(report)
+
+
+def test_finish_that_keeps_a_body_cut_short():
+    fails_with("07.5", variant("finish", ("    if self.out.cut_short:\n"
+                                          "        return False  # shorter than its Content-Length: only the close "
+                                          "ends it\n", "")),
+               "self.out.cut_short")
+
+
+def test_finish_whose_500_forgets_the_method():
+    fails_with("07.5", variant("finish", ("error_answer(error, self.request.method)", "error_answer(error)")),
+               "error_answer(error, self.request.method)")
+
+
+def test_finish_that_keeps_the_connection_after_the_500():
+    report = fails_with("07.5", variant("finish", (
+        "        await self.connection.write_quietly(error_answer(error, self.request.method))\n"
+        "        return False\n",
+        "        await self.connection.write_quietly(error_answer(error, self.request.method))\n"
+        "        return True\n")),
+                        "stayed open after the 500")
+    assert "False)" not in failure_messages(report)
+
+
+def test_lifespan_that_waits_for_shutdown_without_a_limit():
+    fails_with("07.6", variant("Lifespan", ('await asyncio.wait_for(self.answered["shutdown"].wait(), grace)',
+                                            'await self.answered["shutdown"].wait()')),
+               "at most grace seconds")
+
+
+def test_lifespan_that_takes_any_answer_for_startup():
+    fails_with("07.6", variant("Lifespan", (
+        '        if kind not in (f"lifespan.{phase}.complete", f"lifespan.{phase}.failed"):\n'
+        '            raise RuntimeError(f"expected lifespan.{phase}.complete or .failed, got {kind!r}")\n', "")),
+               "lifespan.shutdown.complete")

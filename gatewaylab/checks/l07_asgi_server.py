@@ -197,7 +197,13 @@ class serving:
 
 
 def with_methods(**methods):
-    """The lesson's Exchange with some of its methods replaced by the learner's."""
+    """The lesson's Exchange with some of its methods replaced by the learner's (each must be a coroutine function:
+    the app awaits receive() and send(), the server finish(), and they await the others)."""
+    for name, method in methods.items():
+        if not inspect.iscoroutinefunction(method):
+            params = ", ".join(inspect.signature(getattr(asgi.Exchange, name)).parameters)
+            raise CaseFailed(f"{name} is awaited (`await {name}(...)`), so it must be a coroutine function: write it "
+                             f"as `async def {name}({params}):`, and await what it calls")
     return type("YourExchange", (asgi.Exchange,), methods)
 
 
@@ -281,6 +287,9 @@ async def answer(send, status=200, body=b"", headers=((b"content-type", b"text/p
     await send({"type": "http.response.body", "body": body})
 
 
+send_answer = answer  # (for the apps inside a case, whose argument `answer` is the learner's)
+
+
 async def echo_app(scope, receive, send):
     """The body back, with how many events it came in."""
     if scope["type"] != "http":
@@ -341,7 +350,7 @@ scope_exercise = Exercise(
 )
 
 GET = (b"GET /caf%C3%A9/menu?dish=cr%C3%A8me+br%C3%BBl%C3%A9e&x=1 HTTP/1.1\r\nHost: example.org:8080\r\n"
-       b"User-Agent: check/1.0\r\nX-Tag: red\r\nAccept: */*\r\nx-tag: blue\r\n\r\n")
+       b"User-Agent: check/1.0\r\nX-Tag: red\r\nAccept: */*\r\nx-tag: blue\r\nX-Name: caf\xe9\r\n\r\n")
 OLD = b"GET /a+b%2Fc%FF HTTP/1.0\r\nUser-Agent: old\r\n\r\n"  # HTTP/1.0, no Host; '+' is a plus; %FF is no UTF-8
 ABSOLUTE = b"GET http://shop.example:8080/x?y=1 HTTP/1.1\r\nHost: other.example\r\nAccept: */*\r\n\r\n"
 REQUIRED = ("type", "asgi", "http_version", "method", "scheme", "path", "raw_path", "query_string", "root_path",
@@ -352,7 +361,15 @@ def parsed(raw):
     return http1.parse_request(io.BytesIO(raw))
 
 
+def plain_function(make_scope):
+    """The server calls make_scope without await: a coroutine function would give it a coroutine, never a scope."""
+    if inspect.iscoroutinefunction(make_scope):
+        raise CaseFailed("make_scope must be a plain function (def, not async def): the server calls it without "
+                         "await, as it calls the core's parse_request; it waits for nothing")
+
+
 def your_scope(make_scope, raw, state=None):
+    plain_function(make_scope)
     scope = make_scope(parsed(raw), SERVER_ADDRESS, CLIENT_ADDRESS, {} if state is None else state)
     if not isinstance(scope, dict):
         raise CaseFailed("make_scope must return the scope, a dict", got=short_repr(scope, 80))
@@ -376,13 +393,21 @@ def check_headers(got, expected):
         raise CaseFailed("each header is a pair of bytes: name.lower().encode('latin-1'), value.encode('latin-1')",
                          got=short_repr(got, 120))
     if any(n != n.lower() for n, _ in got):
-        raise CaseFailed("header names must be lower-case in the scope: name.lower()", got=short_repr(got, 120))
+        raise CaseFailed("header names lower-case in the scope, as the www spec recommends (\"should be "
+                         "lowercased\") and as the lesson's server gives them; frameworks look them up lower-case "
+                         "(Starlette's request.headers does): name.lower()", got=short_repr(got, 120))
     if len(got) < len(expected):
         raise CaseFailed("a header sent twice (X-Tag: red, x-tag: blue) must stay two pairs: keep every header line, "
                          "repeats too, never joined or merged (a dict keeps only one)",
                          expected=expected, got=got)
     if sorted(got) == sorted(expected) and got != expected:
         raise CaseFailed("the headers must stay in the order they came", expected=expected, got=got)
+    for (name, value), (_, wanted) in zip(got, expected):
+        if value != wanted and value == wanted.decode("latin-1").encode("utf-8"):
+            raise CaseFailed(f"header values are the bytes the client sent: value.encode('latin-1'), which undoes "
+                             f"the core's decoding (one latin-1 character per byte). UTF-8 (.encode()) turns a byte "
+                             f"such as \\xe9 into two: {name.decode()}: caf\\xe9 must reach the app as "
+                             f"b'caf\\xe9'", expected=(name, wanted), got=(name, value))
     expect_equal(got, expected, "scope['headers']")
 
 
@@ -395,6 +420,10 @@ def _(answer):
     if not (isinstance(asgi_key, dict) and asgi_key.get("version") == "3.0"):
         raise CaseFailed("scope['asgi'] is a dict with 'version' '3.0' (and 'spec_version', the HTTP spec's)",
                          expected=course["asgi"], got=asgi_key)
+    if asgi_key is asgi.ASGI_VERSION or asgi_key is your_scope(answer, GET)["asgi"]:
+        raise CaseFailed("scope['asgi'] must be a dict of its own in each scope (dict(ASGI_VERSION)): given the "
+                         "module's ASGI_VERSION itself, every scope shares one dict, and an app that changes its "
+                         "scope changes every later request's")
     if scope["http_version"] == "HTTP/1.1":
         raise CaseFailed("http_version is '1.1', without 'HTTP/': request.version.removeprefix('HTTP/')",
                          expected="1.1", got=scope["http_version"])
@@ -464,6 +493,7 @@ def _(answer):
             errors.append(error)
             raise
 
+    plain_function(answer)
     site = starlette_site()
     with serving(checked, scope_maker=answer, lifespan="off") as server:
         target = "/dish/cr%C3%A8me%20br%C3%BBl%C3%A9e?size=large&note=a%2Bb"
@@ -527,12 +557,21 @@ def body_of(answer, reader, length, max_body=http1.MAX_BODY, timeout=1.0):
     return body
 
 
+RESET = "reset"  # as a piece for later(): the client resets the connection
+
+
 def later(reader, pieces):
-    """Feed (delay, bytes) pieces into reader, each after its delay; None as bytes: the client closes."""
+    """Feed (delay, bytes) pieces into reader, each after its delay; None as bytes: the client closes; RESET: it
+    resets the connection (the reader's next read raises ConnectionResetError, as asyncio's does)."""
     async def feed():
         for delay, data in pieces:
             await asyncio.sleep(delay)
-            reader.feed_eof() if data is None else reader.feed_data(data)
+            if data is None:
+                reader.feed_eof()
+            elif data == RESET:
+                reader.set_exception(ConnectionResetError(104, "Connection reset by peer"))
+            else:
+                reader.feed_data(data)
     return asyncio.ensure_future(feed())
 
 
@@ -543,6 +582,13 @@ async def read_through(body, limit=50):
         if body.done:
             return got
         got.append((time.monotonic() - started, await body.read()))
+        if got[-1][1] == b"" and not body.done:
+            raise CaseFailed("read() returned b'' while the body goes on (done is False). b'' means the end of the "
+                             "body: an app stops reading there, and finish(), which reads and drops what the app "
+                             "left, would leave the rest to pass for the next request. A chunked body's size line "
+                             "or CRLF gives no bytes: in next_chunk, loop (while not self.chunks.done) until the "
+                             "decoder gives bytes, and return b'' only at the end",
+                             got=short_repr([piece for _, piece in got], 120))
     raise CaseFailed(f"after {limit} reads, done is still False: read() keeps returning "
                      f"{short_repr([p for _, p in got[-3:]], 80)}")
 
@@ -628,9 +674,11 @@ def _(answer):
                              expected=status, got=got)
 
 
-@body_exercise.case("a client that closes half-way, or goes silent for the timeout, raises ClientDisconnected")
+@body_exercise.case("a client that closes half-way, resets the connection, or goes silent for the timeout, raises "
+                    "ClientDisconnected")
 def _(answer):
-    for what, pieces, timeout in (("closes", [(0.0, None)], 5.0), ("goes silent", [], 0.3)):
+    for what, pieces, timeout in (("closes", [(0.0, None)], 5.0), ("resets the connection", [(0.0, RESET)], 5.0),
+                                  ("goes silent", [], 0.3)):
         async def run(pieces=pieces, timeout=timeout):
             reader = asyncio.StreamReader()
             reader.feed_data(b"12345")
@@ -641,6 +689,8 @@ def _(answer):
                 await read_through(body, limit=10)
             except ClientDisconnected:
                 return time.monotonic() - started
+            except OSError as error:  # (a ClientDisconnected is one too: caught above)
+                return error
             finally:
                 feeding.cancel()
             return None
@@ -649,11 +699,16 @@ def _(answer):
                                                  "self.timeout seconds (asyncio.timeout), then raise "
                                                  "ClientDisconnected.")
         except CaseFailed as failure:
-            if "done is still False" in failure.message:
+            if "done is still False" in failure.message or "while the body goes on" in failure.message:
                 raise CaseFailed(f"the client {what} after 5 of 20 bytes, and read() kept returning b'': an app would "
                                  "ask for ever. When read() gives b'' while bytes are still due, raise "
                                  "ClientDisconnected") from None
             raise
+        if isinstance(took, OSError):
+            raise CaseFailed(f"the client reset the connection after 5 of 20 bytes, and read() let "
+                             f"{type(took).__name__} through: the app would crash on it instead of hearing "
+                             "http.disconnect. Turn an OSError from the stream into ClientDisconnected too (except "
+                             "OSError as error: raise ClientDisconnected(...) from error)", got=repr(took))
         if took is None:
             raise CaseFailed(f"the client {what} after 5 of 20 bytes: read() should raise ClientDisconnected")
         if what == "goes silent" and took > 1.0:
@@ -807,6 +862,66 @@ def _(answer):
                          got=events)
 
 
+async def answers_first(scope, receive, send):
+    """Answers without reading the body, then asks receive() (records what it got in scope's `heard`)."""
+    if scope["type"] != "http":
+        raise RuntimeError("http only")
+    await answer(send, body=b"ok")
+    try:
+        message = await asyncio.wait_for(receive(), 1.0)
+    except TimeoutError:
+        message = {"type": "(nothing within 1 s)"}
+    HEARD.append(message)
+
+
+HEARD = []  # what answers_first heard
+
+
+@receive_exercise.case("an app that answers before it reads the body, then calls receive(), hears http.disconnect; "
+                       "two tasks of one app may call receive() at once")
+def _(answer):
+    HEARD.clear()
+    with serving(answers_first, exchange_class=receive_exchange(answer), lifespan="off") as server:
+        ask(server, request("POST", "/", [("Content-Length", "5")], b"hello"))
+        end = time.monotonic() + 2.0
+        while not HEARD and time.monotonic() < end:
+            time.sleep(0.02)
+    heard = HEARD[0] if HEARD else {"type": "(nothing)"}
+    if heard.get("type") != "http.disconnect":
+        raise CaseFailed("the app's response was complete, then it called receive(): after the response was "
+                         "complete, receive() says http.disconnect (www spec: 'if receive is called after a response "
+                         "has been sent'), never the body. Read only while `not (self.body_given or "
+                         "self.over.is_set())`", expected={"type": "http.disconnect"}, got=short_repr(heard, 100))
+
+    async def two_readers(scope, receive, send):
+        if scope["type"] != "http":
+            raise RuntimeError("http only")
+        events = list(await asyncio.gather(receive(), receive()))
+        while events[-1].get("type") == "http.request" and events[-1].get("more_body"):
+            events.append(await receive())
+        await send_answer(send, body=b"".join(m.get("body", b"") for m in events))
+
+    with serving(two_readers, exchange_class=receive_exchange(answer), lifespan="off") as server:
+        connection = Connection(server.server_address, time.monotonic() + DEADLINE + 2)
+        try:
+            connection.send(request("POST", "/", [("Transfer-Encoding", "chunked")]))
+            for piece in (b"4\r\nabcd\r\n", b"3\r\nefg\r\n", b"1\r\nh\r\n0\r\n\r\n"):
+                time.sleep(0.15)
+                connection.send(piece)
+            reply = connection.read_response("POST")
+        except Exception as error:
+            raise CaseFailed(f"no answer to a chunked POST: {type(error).__name__}: {error}"
+                             f"{learner_errors(server)}") from None
+        finally:
+            connection.close()
+    if (reply.status, reply.body) != (200, b"abcdefgh"):
+        raise CaseFailed("two tasks of the app called receive() at once (asyncio.gather), while the body was still "
+                         "coming: asyncio's StreamReader lets one coroutine at a time wait on it (the second one "
+                         "gets RuntimeError), and the app failed. Let one read at a time: hold the lock around "
+                         "receive()'s reading, `async with self.reading:`", expected=(200, b"abcdefgh"),
+                         got=(reply.status, reply.body[:60]))
+
+
 @receive_exercise.case("a long poll: http.disconnect comes when the client leaves (0.4 s), not before, not never")
 def _(answer):
     async def poll(receive, send, events, started):
@@ -852,6 +967,24 @@ def _(answer):
         raise CaseFailed("the client of a broken chunked body should get the core's 400 once the app is done: "
                          "receive() must keep the core's HTTPError in self.refused (finish() answers it)",
                          got=data[:80])
+    raised = []
+
+    async def answers_anyway(receive, send, events, started):  # after its http.disconnect
+        try:
+            await send_answer(send, body=b"ok")
+        except Exception as error:
+            raised.append(error)
+            raise
+
+    with serving(Recorder(answers_anyway), exchange_class=receive_exchange(answer), lifespan="off") as server:
+        data, _closed = raw_answer(server.server_address, request("POST", "/", [("Transfer-Encoding", "chunked")],
+                                                                 b"zz\r\nhello\r\n0\r\n\r\n"), wait=1.5)
+    if not data.startswith(b"HTTP/1.1 400") or not raised:
+        raise CaseFailed("a broken chunked body (zz is no chunk size), and an app that answers once it has heard "
+                         "http.disconnect: the client must get the core's 400, not the app's 200. After the core's "
+                         "HTTPError, receive() hangs up (self.hang_up(): the client counts as gone, so the app's "
+                         "send() raises and finish() answers 400), rather than return http.disconnect at once",
+                         got=data[:80])
 
 
 @receive_exercise.case("Expect: 100-continue: the client gets 100 Continue when the app first asks for the body")
@@ -879,6 +1012,41 @@ def _(answer):
     if not final.startswith(b"HTTP/1.1 200"):
         raise CaseFailed("after 100 Continue and the body, the app's answer (200) should come",
                          got=final[:80])
+
+    async def starts_then_reads(scope, receive, send):
+        if scope["type"] != "http":
+            raise RuntimeError("http only")
+        await send(START)
+        await send(body(b"hel", True))  # the head and a chunk have gone out
+        await read_all(receive)
+        await send(body(b"lo"))
+
+    with serving(starts_then_reads, exchange_class=receive_exchange(answer), lifespan="off") as server:
+        with socket.create_connection(server.server_address, timeout=0.5) as sock:
+            sock.sendall(request("POST", "/", [("Content-Length", "5"), ("Expect", "100-continue")]))
+            data = b""
+            try:
+                while True:
+                    piece = sock.recv(1000)  # the head and a chunk; the client waits, then sends its body
+                    if not piece:
+                        break
+                    data += piece
+            except TimeoutError:
+                pass
+            sock.sendall(b"hello")
+            sock.settimeout(DEADLINE)
+            try:
+                while piece := sock.recv(1000):
+                    data += piece
+            except OSError:
+                pass
+    if b"100 Continue" in data:
+        raise CaseFailed("the app sent its head and a chunk before it asked for the body: a 100 Continue then lands "
+                         "in the middle of the response body, and the client reads garbage. It is an interim "
+                         "answer, before the final head only: send it when `self.continue_due and self.framing is "
+                         "None`", got=data[-120:])
+    if not data.startswith(b"HTTP/1.1 200"):
+        raise CaseFailed("the app's 200 should come", got=data[:80])
 
 
 # --- 07.4 send -------------------------------------------------------------------------------------------------------
@@ -954,10 +1122,10 @@ def _(answer):
                 connection.send(request(method, path))
                 replies.append(connection.read_response(method))
         except Exception as error:
-            raise CaseFailed(f"a strict client (h11) could not read the answers ({method} {path}, after "
-                             f"{len(replies)} good ones): {type(error).__name__}: {error}. A HEAD response has no "
-                             "body: send each piece through self.out.frame(body), which frames it as the core "
-                             f"decided{learner_errors(server)}") from None
+            good = f"{len(replies)} good answer{'' if len(replies) == 1 else 's'}"
+            raise CaseFailed(f"a strict client (h11) could not read the answer to {method} {path} (after {good}): "
+                             f"{type(error).__name__}: {error}. {STRICT_ADVICE[method, path]}"
+                             f"{learner_errors(server)}") from None
         finally:
             connection.close()
     got = [(r.status, r.headers.get("content-length"), r.headers.get("transfer-encoding"), r.body) for r in replies]
@@ -969,6 +1137,17 @@ def _(answer):
                          "HEAD /several, GET /one", expected=wanted, got=got)
 
 
+STRICT_ADVICE = {
+    ("GET", "/one"): "One body event: the head goes out with it (self.head(len(body)), a Content-Length), then "
+                     "the body through self.out.frame(body), and self.out.end()",
+    ("GET", "/several"): "Several body events (more_body True) go chunked: the head (self.head(None)) with the "
+                         "first, each piece through self.out.frame(body), and after the last piece self.out.end(), "
+                         "the last chunk (0) that tells the client the body is whole",
+    ("HEAD", "/one"): "A HEAD response has no body: send each piece through self.out.frame(body), which gives "
+                      "nothing for HEAD, as the core decided",
+    ("HEAD", "/several"): "A HEAD response has no body, in one event or several: send each piece through "
+                          "self.out.frame(body), and end with self.out.end(), which give nothing for HEAD",
+}
 OUT_OF_ORDER = {
     "a body before the start": [body()],
     "two starts": [START, START],
@@ -1015,10 +1194,11 @@ def _(answer):
 @send_exercise.case("the app's hop-by-hop headers give way to the server's; a client that has left makes send() raise")
 def _(answer):
     app, _ = sending({"type": "http.response.start", "status": 200,
-                      "headers": [(b"transfer-encoding", b"chunked"), (b"connection", b"keep-alive"),
+                      "headers": [(b"Transfer-Encoding", b"chunked"), (b"Connection", b"keep-alive"),
                                   (b"content-type", b"text/plain")]}, body(b"hello"))
-    advice = ("the app sent transfer-encoding and connection headers: the connection is the server's, so drop the "
-              "app's hop-by-hop headers (their lower-case name in HOP_BY_HOP) from the fields")
+    advice = ("the app sent Transfer-Encoding (transfer-encoding) and Connection headers: the connection is the "
+              "server's, so drop the app's hop-by-hop headers, whatever their case: the name is a field's first item, "
+              "as the app spelt it, so compare field[0].lower() with HOP_BY_HOP's lower-case names")
     with serving(app, exchange_class=send_exchange(answer), lifespan="off") as server:
         try:
             reply = ask(server, request("GET", "/"))
@@ -1028,6 +1208,17 @@ def _(answer):
             "keep-alive" in reply.headers.get("connection", ""):
         raise CaseFailed(advice, got=reply.headers)
     expect_equal(reply.body, b"hello", "the body")
+    app, _ = sending({"type": "http.response.start", "status": 200,
+                      "headers": [(b"content-type", b"text/plain"), (b"connection", b"close")]}, body(b"bye"))
+    with serving(app, exchange_class=send_exchange(answer), lifespan="off") as server:
+        data, closed = raw_answer(server.server_address, request("GET", "/"), wait=1.5)
+    head = data.partition(b"\r\n\r\n")[0].lower()
+    if b"\r\nconnection: close" not in head or closed is None or closed > 0.7:
+        raise CaseFailed("the app sent Connection: close. Its header is dropped with the other hop-by-hop ones, "
+                         "but what it asks for must be done: note it before the filter, self.closes = "
+                         "asks_to_close(fields), so that the head says Connection: close and the connection closes "
+                         "after this response", got=(data[:160], "closed" if closed is not None and closed <= 0.7
+                                                     else "still open after 0.7 s"))
     raised = []
 
     async def after_leaving(receive, send):  # the client has gone: the app heard http.disconnect
@@ -1055,6 +1246,50 @@ def _(answer):
         raise CaseFailed("the client left (the app heard http.disconnect), and then the app called send(): it must "
                          "raise an OSError (the HTTP spec, 2.4), here ClientDisconnected: `if self.gone: raise "
                          "ClientDisconnected(...)`", got=short_repr(raised[:1]))
+
+
+@send_exercise.case("after the last body event, the app's receive() says http.disconnect at once, on a kept-alive "
+                    "connection")
+def _(answer):
+    heard = []
+
+    async def listens_after(scope, receive, send):
+        if scope["type"] != "http":
+            raise RuntimeError("http only")
+        await receive()
+        await send(START)
+        await send(body(b"done"))
+        started = time.monotonic()
+        try:
+            message = await asyncio.wait_for(receive(), 2.0)
+        except TimeoutError:
+            message = {"type": "(nothing within 2 s)"}
+        heard.append((message.get("type"), time.monotonic() - started))
+
+    with serving(listens_after, exchange_class=send_exchange(answer), lifespan="off") as server:
+        connection = Connection(server.server_address, time.monotonic() + DEADLINE)
+        try:
+            connection.send(request("GET", "/"))
+            reply = connection.read_response("GET")
+            end = time.monotonic() + 1.0
+            while not heard and time.monotonic() < end:  # the client stays connected meanwhile
+                time.sleep(0.02)
+        except Exception as error:
+            raise CaseFailed(f"no valid answer to GET /: {type(error).__name__}: {error}"
+                             f"{learner_errors(server)}") from None
+        finally:
+            connection.close()
+        end = time.monotonic() + 2.5
+        while not heard and time.monotonic() < end:
+            time.sleep(0.02)
+    expect_equal(reply.body, b"done", "the body")
+    kind, after = heard[0] if heard else ("(nothing)", None)
+    if kind != "http.disconnect" or after > 0.5:
+        raise CaseFailed("the response was complete, and the client kept its connection open for the next request: "
+                         "the app's receive() must say http.disconnect at once, not when the client leaves. "
+                         "receive() waits for self.over: send_body() sets it when the response is complete (or the "
+                         "client gone), self.over.set() in its finally",
+                         got=f"{kind} after {after:.2f} s" if after is not None else kind)
 
 
 # --- 07.5 finish -----------------------------------------------------------------------------------------------------
@@ -1106,17 +1341,28 @@ async def reads_body(scope, receive, send):
     await read_all(receive)  # a broken chunked body: http.disconnect, and no answer
 
 
-@finish_exercise.case("an app that fails before anything went out: 500, and the connection closes")
+@finish_exercise.case("an app that fails before anything went out: 500 (the head alone for HEAD), and the "
+                      "connection closes")
 def _(answer):
     with serving(fails_early, exchange_class=finish_exchange(answer), lifespan="off") as server:
         data, closed = raw_answer(server.server_address, request("GET", "/"), wait=1.5)
-    closed = closed is not None and closed < 0.7  # (the server drops an idle connection after 1 s anyway)
+        head_data, _ = raw_answer(server.server_address, request("HEAD", "/"), wait=1.5)
     if not data.startswith(b"HTTP/1.1 500"):
         raise CaseFailed("the app failed after http.response.start but before any body: the head had not gone out "
                          "(self.framing is None), so answer 500: error_answer(HTTPError(500, ...), method)",
                          got=data[:80])
-    if data.count(b"HTTP/1.1 ") != 1 or not closed:
-        raise CaseFailed("one answer, then close the connection (return False)", got=(data[:120], closed))
+    if data.count(b"HTTP/1.1 ") != 1:
+        raise CaseFailed("one answer to one request: a single status line", got=data[:200])
+    if closed is None or closed > 0.7:  # (the server drops an idle connection after 1 s anyway)
+        raise CaseFailed("the 500 went out, but the connection stayed open after the 500, waiting for another "
+                         "request: after a failure, return False, so that the server closes it",
+                         got="open after 1.5 s" if closed is None else f"closed after {closed:.2f} s, by the "
+                         "server's idle timeout (1 s), not at once")
+    head, _, rest = head_data.partition(b"\r\n\r\n")
+    if not head.startswith(b"HTTP/1.1 500") or rest:
+        raise CaseFailed("the same failure on a HEAD request: a 500 with the head alone, no body (RFC 9110 9.3.2; a "
+                         "body would be read as the start of the next response). The core does it when it knows "
+                         "the method: error_answer(error, self.request.method)", got=head_data[-120:])
 
 
 @finish_exercise.case("an app that fails half-way through its body: no second status line; the connection closes")
@@ -1165,6 +1411,26 @@ def _(answer):
         raise CaseFailed("a broken chunked body (receive() kept the core's HTTPError in self.refused) gets the core's "
                          "answer, 400, once the app is done: error = self.refused or HTTPError(500, ...)",
                          got=data[:80])
+
+
+async def cut_short(scope, receive, send):
+    if scope["type"] != "http":
+        raise RuntimeError("http only")
+    await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"10")]})
+    await send(body(b"short"))  # 5 of the 10 bytes promised, and the response is over
+
+
+@finish_exercise.case("a body shorter than its Content-Length: the connection closes (else the next response would "
+                      "pass for the rest of it)")
+def _(answer):
+    with serving(cut_short, exchange_class=finish_exchange(answer), lifespan="off") as server:
+        data, closed = raw_answer(server.server_address, request("GET", "/first") + request("GET", "/second"),
+                                  wait=1.5)
+    if data.count(b"HTTP/1.1 ") != 1 or closed is None or closed > 0.7:
+        raise CaseFailed("the app promised content-length: 10 and sent 5 bytes (b'short'). The client waits for the "
+                         "5 others, and on a kept-alive connection the next response's first bytes would be read as "
+                         "the rest of this body. Only closing the connection ends it: if self.out.cut_short: "
+                         "return False", got=data[:200])
 
 
 @finish_exercise.case("the conformance probe, on the lesson's server with your finish()", timeout=SERVER_CASE + 10)
@@ -1269,3 +1535,86 @@ def _(answer):
         ask(server, request("GET", "/"))
     if any(kind.startswith("lifespan") for kind in record):
         raise CaseFailed("with mode 'off' the app gets no lifespan scope: startup() does nothing", got=record)
+
+
+@lifespan_exercise.case("an app that never answers lifespan.shutdown: shutdown(grace) returns after about grace "
+                        "seconds, and the app's task is cancelled")
+def _(answer):
+    seen = []
+
+    async def deaf_at_shutdown(scope, receive, send):
+        if scope["type"] != "lifespan":
+            raise RuntimeError("lifespan only")
+        await receive()
+        await send({"type": "lifespan.startup.complete"})
+        seen.append((await receive())["type"])
+        try:
+            await asyncio.Event().wait()  # never answers
+        except asyncio.CancelledError:
+            seen.append("cancelled")
+            raise
+
+    async def run():
+        lifespan = answer(deaf_at_shutdown, "auto")
+        await lifespan.startup()
+        started = time.monotonic()
+        await lifespan.shutdown(0.3)
+        return time.monotonic() - started
+    kept = Kept()
+    asgi.log.addHandler(kept)  # (the warning that the app did not answer)
+    try:
+        took = run_loop(run, limit=2.5, late="The app never answered lifespan.shutdown, and your shutdown(0.3) was "
+                        "still waiting: shutdown(grace) waits at most grace seconds for the answer "
+                        "(asyncio.wait_for(..., grace), TimeoutError caught), then cancels the task, so that a "
+                        "server always stops.")
+    finally:
+        asgi.log.removeHandler(kept)
+    if seen[:1] != ["lifespan.shutdown"]:
+        raise CaseFailed("shutdown(grace) sends lifespan.shutdown to the app", got=seen)
+    if took > 1.0:
+        raise CaseFailed(f"shutdown(0.3) took {took:.2f} s: it waits at most grace seconds for the answer",
+                         expected="about 0.3 s", got=f"{took:.2f} s")
+    if "cancelled" not in seen:
+        raise CaseFailed("after the grace, the app's lifespan task must be cancelled (self.task.cancel(), then "
+                         "await it), not left waiting for ever", got=seen)
+
+
+@lifespan_exercise.case("an answer out of phase (lifespan.shutdown.complete during the startup) makes send() raise; "
+                        "the startup has not succeeded")
+def _(answer):
+    raised = []
+
+    async def wrong_phase(scope, receive, send):
+        if scope["type"] != "lifespan":
+            raise RuntimeError("lifespan only")
+        await receive()
+        try:
+            await send({"type": "lifespan.shutdown.complete"})
+        except Exception as error:
+            raised.append(error)
+            raise
+        await receive()
+
+    async def run():
+        lifespan = answer(wrong_phase, "on")
+        try:
+            await lifespan.startup()
+        except asgi.StartupFailed:
+            return True
+        finally:
+            await lifespan.shutdown(0.2)
+        return False
+    kept = Kept()
+    asgi.log.addHandler(kept)
+    try:
+        failed = run_loop(run)
+    finally:
+        asgi.log.removeHandler(kept)
+    if not raised or not isinstance(raised[0], RuntimeError):
+        raise CaseFailed("the app answered lifespan.startup with lifespan.shutdown.complete: during the startup, "
+                         "send() accepts only lifespan.startup.complete or lifespan.startup.failed, and raises "
+                         "RuntimeError on anything else (the phase is 'shutdown' only once startup was answered)",
+                         got=short_repr(raised[0]) if raised else "send() raised nothing")
+    if not failed:
+        raise CaseFailed("with lifespan 'on', the app raised before it answered lifespan.startup: startup() raises "
+                         "StartupFailed; an answer out of phase is no successful startup")
