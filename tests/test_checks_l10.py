@@ -275,3 +275,116 @@ def test_no_validation_fails():
                                       'app["threads"] < 1:\n        raise ValueError(', "    if 0:\n        print("))
     report = fails_with("10.4", answer)
     case_failed(report, "bad descriptions", "raise ValueError")
+
+
+# --- wrong answers a newcomer's review found accepted ---
+
+CLOSE_IN_FINALLY = ("        try:\n            body = b\"\".join(chunks)\n        finally:\n"
+                    "            if hasattr(chunks, \"close\"):\n                chunks.close()\n")
+
+
+def test_a_bridge_that_goes_through_the_body_on_the_loop_fails():
+    answer = NOTEBOOK.define('''def wsgi_to_asgi(app, workers=4):
+    pool = ThreadPoolExecutor(max_workers=workers)
+
+    def call(environ):
+        kept = {}
+
+        def start_response(status, headers, exc_info=None):
+            kept["status"], kept["headers"] = status, headers
+            return lambda data: None
+        return kept, app(environ, start_response)
+
+    async def bridged(scope, receive, send):
+        body, more_body = b"", True
+        while more_body:
+            message = await receive()
+            body += message.get("body", b"")
+            more_body = message.get("more_body", False)
+        loop = asyncio.get_running_loop()
+        try:
+            kept, result = await loop.run_in_executor(pool, call, environ_for(scope, body))
+            content = b"".join(result)  # on the loop
+            if hasattr(result, "close"):
+                result.close()
+            status, headers = kept["status"], kept["headers"]
+        except Exception:
+            status, headers, content = "500 Internal Server Error", [], b"error"
+        pairs = [(n.lower().encode("latin-1"), v.encode("latin-1")) for n, v in headers]
+        await send({"type": "http.response.start", "status": int(status.split()[0]), "headers": pairs})
+        await send({"type": "http.response.body", "body": content})
+    return bridged
+''', "wsgi_to_asgi")
+    report = fails_with("10.1", answer)
+    case_failed(report, "a generator app", "the app's body ran on the event loop's own thread",
+                "inside the call you give run_in_executor")
+    assert report.results[0].passed  # a list body: concurrent it is
+
+
+def test_a_bridge_that_reads_the_status_before_the_body_fails():
+    answer = variant("wsgi_to_asgi", (
+        "        chunks = app(environ, start_response)\n",
+        "        chunks = app(environ, start_response)\n"
+        "        status, headers = started[\"status\"], started[\"headers\"]\n"),
+        ('        return started["status"], started["headers"], body', "        return status, headers, body"))
+    report = fails_with("10.1", answer)
+    case_failed(report, "a generator app", "answered 500", "start_response runs only when the body is first "
+                "iterated", "Join the chunks first")
+    assert report.results[0].passed
+
+
+def test_a_bridge_that_closes_the_body_outside_a_finally_fails():
+    answer = variant("wsgi_to_asgi", (CLOSE_IN_FINALLY, "        body = b\"\".join(chunks)\n"
+                                                        "        if hasattr(chunks, \"close\"):\n"
+                                                        "            chunks.close()\n"))
+    report = fails_with("10.1", answer)
+    case_failed(report, "a body that raises", "close() was never called", "finally:")
+    assert [r.passed for r in report.results].count(False) == 1, str(report)
+
+
+def test_a_bridge_that_reads_an_empty_content_length_as_a_number_fails():
+    answer = variant("asgi_to_wsgi", ('int(environ.get("CONTENT_LENGTH") or 0)',
+                                      'int(environ.get("CONTENT_LENGTH", 0))'))
+    report = fails_with("10.2", answer)
+    case_failed(report, "CONTENT_LENGTH there but empty", "raised ValueError",
+                "int(environ.get('CONTENT_LENGTH') or 0)")
+
+
+def test_a_bridge_that_reads_wsgi_input_with_no_size_is_told_what_wsgiref_refused():
+    answer = variant("asgi_to_wsgi", ('environ["wsgi.input"].read(int(environ.get("CONTENT_LENGTH") or 0))',
+                                      'environ["wsgi.input"].read()'))
+    report = fails_with("10.2", answer)
+    case_failed(report, "three events", "wsgiref.validate refused wsgi.input.read() with no size",
+                "PEP 3333 defines read(size)")
+
+
+def test_a_bridge_that_says_disconnect_at_the_response_start_fails():
+    answer = variant("asgi_to_wsgi", ("                    start.update(message)\n",
+                                      "                    start.update(message)\n"
+                                      "                    done.set()\n"))
+    report = fails_with("10.2", answer)
+    case_failed(report, "streams its body", "after the app had sent http.response.start",
+                "not at http.response.start", expected="b'one two three'")
+    assert [r.passed for r in report.results].count(False) == 1, str(report)
+
+
+def test_one_shared_loop_s_errors_stay_out_of_the_log(caplog):
+    answer = variant("asgi_to_wsgi", ("        asyncio.run(run())", "        SHARED.run_until_complete(run())"),
+                     ("def asgi_to_wsgi(app):\n", "SHARED = asyncio.new_event_loop()\n\n\ndef asgi_to_wsgi(app):\n"))
+    with caplog.at_level("DEBUG"):
+        report = fails_with("10.2", answer)
+    case_failed(report, "4 threads", "RuntimeError")
+    assert not [record for record in caplog.records if record.name.startswith("gatewaylab.wsgi")], caplog.text
+
+
+def test_a_verdict_that_takes_wall_s_for_granted_fails():
+    answer = variant("adapter_verdict", ('set(figures.get("wall_s", {}))', 'set(figures["wall_s"])'))
+    report = fails_with("10.3", answer)
+    case_failed(report, "no figures give None", "raised KeyError", "return None")
+
+
+def test_one_thread_refused_fails():
+    answer = variant("choose_setup", ('app["threads"] < 1', 'app["threads"] <= 1'))
+    report = fails_with("10.4", answer)
+    case_failed(report, "WSGI with threads is enough", "one thread is a WSGI server's smallest pool",
+                expected="'WSGI + threads'")

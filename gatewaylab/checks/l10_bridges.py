@@ -9,9 +9,13 @@ server. Servers are named "check-10..." and stopped before a case returns; every
 """
 
 import asyncio
+import contextlib
 import functools
 import gc
+import logging
 import threading
+import time
+from urllib.parse import parse_qs
 from wsgiref.validate import validator as wsgi_validator
 
 from gatewaylab.asgi_validate import ASGIValidationError, validator as asgi_validator
@@ -55,8 +59,10 @@ wsgi_to_asgi = Exercise(
         "WSGI app directly in the async function runs it on the event loop's thread and blocks every request.",
         "In the thread, `call(environ)` calls app(environ, start_response), where start_response keeps the "
         "status and headers it is given; it joins the body's chunks, closes the iterable if it has close() "
-        "(in a finally:), and returns (status, headers, body). Catch an exception from the app there or around "
-        "the await, and answer 500 Internal Server Error instead.",
+        "(in a finally:), and only then returns (status, headers, body). All of it in the thread: a generator "
+        "app does its work, and may call start_response, only as its body is iterated (PEP 3333 allows it), "
+        "so the status is known only after the body, and joining the body on the loop would block it. Catch "
+        "an exception from the app there or around the await, and answer 500 Internal Server Error instead.",
         "status, headers, content = await loop.run_in_executor(pool, call, environ_for(scope, body))\n"
         "await send({\"type\": \"http.response.start\", \"status\": int(status.split()[0]),\n"
         "            \"headers\": [(n.lower().encode(\"latin-1\"), v.encode(\"latin-1\")) for n, v in "
@@ -115,6 +121,56 @@ def _(answer):
                          "(asyncio.to_thread) or a thread per request",
                          expected=f"at most 2 threads, about {2 * delay:g} s", got=f"{len(set(app.threads))} "
                          f"threads, {result.wall:.2f} s")
+
+
+class LazyApp(ThreadNoting):
+    """A generator WSGI app: nothing runs until its body is iterated; then it calls start_response (PEP 3333
+    allows it before the first block), waits ?delay= s (time.sleep) and notes the thread that ran the body."""
+
+    def __call__(self, environ, start_response):
+        delay = float(parse_qs(environ.get("QUERY_STRING", "")).get("delay", ["1"])[0])
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        with self.lock:
+            self.threads.append(threading.current_thread().name)
+        time.sleep(delay)
+        yield b"done"
+
+
+@wsgi_to_asgi.case("a generator app (start_response on its first iteration, its time.sleep in the body): four "
+                   "requests at once of 1 s, side by side too", timeout=20.0)
+@_collected
+def _(answer):
+    requests, delay = 4, 1.0
+    app = LazyApp()
+    with Served(answer(app), "check-10.1") as served:
+        result = load(f"{served.server.url}/?delay={delay:g}", requests, timeout=requests * delay + DEADLINE)
+        try:
+            served.verdict()
+        except CaseFailed as failed:
+            if "KeyError" not in failed.message:
+                raise
+            raise CaseFailed(f"{failed.message}: a generator app calls start_response only when its body is "
+                             "first iterated (PEP 3333 allows that), so go through the body first, then read "
+                             "the status and headers start_response kept") from None
+        loop_thread = _loop_thread(served)
+    statuses = dict(result.status_counts)
+    if statuses.get(500):
+        raise CaseFailed("a generator app's body answered 500 through your bridge: its start_response runs only "
+                         "when the body is first iterated (PEP 3333 allows that), so the status and headers "
+                         "are there only after you have gone through the body. Join the chunks first, then "
+                         "read what start_response kept", expected={200: requests}, got=statuses)
+    if result.ok != requests:
+        raise CaseFailed(f"not every request was answered 200 ({result.summary()})")
+    if loop_thread in set(app.threads):
+        raise CaseFailed(f"the app's body ran on the event loop's own thread ({loop_thread}): a generator app "
+                         "does its work as its body is iterated, so b\"\".join(...) on the loop blocked it, and "
+                         f"the {requests} requests took {result.wall:.1f} s. Go through the body (and close it) "
+                         "inside the call you give run_in_executor", expected=f"< {requests * delay / 2:g} s",
+                         got=f"{result.wall:.2f} s")
+    if result.wall >= requests * delay / 2:
+        raise CaseFailed(f"{requests} requests to a generator app of {delay:g} s took {result.wall:.2f} s: is "
+                         "its body iterated one request after another?", expected=f"< {requests * delay / 2:g} s",
+                         got=f"{result.wall:.2f} s")
 
 
 class ChunkedBody:
@@ -213,6 +269,41 @@ def _(answer):
                          got=(fine.status, fine.body))
 
 
+class FailingBody(ChunkedBody):
+    """A WSGI response body that raises after its first chunk, and notes whether it was closed."""
+
+    def __iter__(self):
+        yield b"one "
+        raise ValueError("raised on purpose by the check, in the body")
+
+
+@wsgi_to_asgi.case("a body that raises while it is gone through: 500, and its close() is still called")
+@_collected
+def _(answer):
+    bodies = []
+
+    def app(environ, start_response):
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        bodies.append(FailingBody())
+        return bodies[-1]
+
+    with Served(answer(app), "check-10.1") as served:
+        try:
+            reply = served.ask(b"GET /fails HTTP/1.1\r\nHost: check\r\nConnection: close\r\n\r\n")
+        except CaseFailed as failed:
+            if "ValueError" in failed.message:
+                raise CaseFailed("the body's ValueError came out of your bridge: catch an error raised while "
+                                 "the body is gone through too, and send a 500 yourself") from None
+            raise
+    if not (bodies and bodies[-1].closed):
+        raise CaseFailed("the body raised after its first chunk, and its close() was never called: PEP 3333 "
+                         "wants close() called whether the body was sent or failed. Call it in a finally: "
+                         "block around the join, so that it runs when the body raises too")
+    if reply.status != 500:
+        raise CaseFailed("a body that fails before the response has started gets 500", expected=500,
+                         got=reply.status)
+
+
 # --- 10.2 asgi_to_wsgi ------------------------------------------------------------------------------------------------
 
 asgi_to_wsgi = Exercise(
@@ -222,14 +313,17 @@ asgi_to_wsgi = Exercise(
     params=1,
     timeout=15.0,
     hints=[
-        "The WSGI app reads the body from wsgi.input (CONTENT_LENGTH bytes), makes the scope with "
-        "scope_for(environ), and runs the ASGI app to its end on an event loop of its own, in the WSGI "
-        "server's thread: asyncio.run(app(scope, receive, send)). Each request gets its own loop, as Django does "
-        "for an async view under WSGI, so the server's threads run them side by side.",
+        "The WSGI app reads the body from wsgi.input (int(environ.get('CONTENT_LENGTH') or 0) bytes: the "
+        "header may be missing or empty), makes the scope with scope_for(environ), and runs the ASGI app to its "
+        "end on an event loop of its own: asyncio.run(app(scope, receive, send)), in the WSGI server's thread. "
+        "Each request gets its own loop, so the server's threads run them side by side. (Django's asgiref does "
+        "the same in a new thread, loop_executor.submit(asyncio.run, ...), while the WSGI thread waits: either "
+        "is fine here.)",
         "receive() gives {'type': 'http.request', 'body': body, 'more_body': False} the first time; after "
         "that it waits until the response is complete (an asyncio.Event that send() sets on the last body), "
-        "then gives {'type': 'http.disconnect'}. send() keeps the http.response.start event and every "
-        "http.response.body's body.",
+        "then gives {'type': 'http.disconnect'}: not at http.response.start, since an app that streams its "
+        "body (as Starlette's StreamingResponse does) listens for the disconnect while it sends. send() keeps "
+        "the http.response.start event and every http.response.body's body.",
         "After asyncio.run: status = f\"{start['status']} {HTTPStatus(start['status']).phrase}\"; "
         "start_response(status, [(n.decode('latin-1'), v.decode('latin-1')) for n, v in "
         "start.get('headers', [])]); return [b''.join(bodies)]",
@@ -250,7 +344,26 @@ def _in_time(app):
     return timed
 
 
-def _call_wsgi(app, method="GET", path="/", body=b"", headers=()):
+def _refused(error):
+    """What wsgiref.validate refused, in words: many of its assertions carry no message of their own."""
+    if str(error):
+        return f"wsgiref.validate: {error}"
+    import traceback
+
+    frames = [frame for frame in traceback.extract_tb(error.__traceback__)
+              if frame.filename.replace("\\", "/").endswith("wsgiref/validate.py") and frame.name != "assert_"]
+    if not frames:
+        return "wsgiref.validate refused what your bridge did (its assertion has no message)"
+    where = frames[-1]
+    if where.name == "read" and "len(args) == 1" in (where.line or ""):
+        return ("wsgiref.validate refused wsgi.input.read() with no size: PEP 3333 defines read(size), and an "
+                "app should not read more than CONTENT_LENGTH bytes (a server may allow read() with no size, but "
+                "need not; the validator holds apps to the strict reading). Read "
+                "int(environ.get('CONTENT_LENGTH') or 0) bytes")
+    return f"wsgiref.validate refused it, in its {where.name}(): {where.line}"
+
+
+def _call_wsgi(app, method="GET", path="/", body=b"", headers=(), **environ_more):
     """Call a WSGI app by hand under wsgiref.validate; (status, headers, body)."""
     import io
 
@@ -264,6 +377,7 @@ def _call_wsgi(app, method="GET", path="/", body=b"", headers=()):
         environ["CONTENT_TYPE"] = "application/octet-stream"
     for name, value in headers:
         environ[f"HTTP_{name.upper().replace('-', '_')}"] = value
+    environ.update(environ_more)
     started = {}
 
     def start_response(status, response_headers, exc_info=None):
@@ -281,7 +395,7 @@ def _call_wsgi(app, method="GET", path="/", body=b"", headers=()):
     except ASGIValidationError as error:  # (an AssertionError too: first)
         raise CaseFailed(f"the ASGI validator, on what your bridge gave the ASGI app: {error}") from None
     except AssertionError as error:
-        raise CaseFailed(f"wsgiref.validate: {error}") from None
+        raise CaseFailed(_refused(error)) from None
     return started.get("status"), started.get("headers", []), content
 
 
@@ -308,6 +422,20 @@ def _(answer):
     if body != b"one two three":
         raise CaseFailed("the body came in three http.response.body events (more_body True on the first two): "
                          "keep every body until more_body is False", expected=b"one two three", got=body)
+
+
+@asgi_to_wsgi.case("CONTENT_LENGTH there but empty (as a GET may have it): no body, and the answer as usual")
+@_collected
+def _(answer):
+    try:
+        status, _headers, body = _call_wsgi(answer(_in_time(asgi_validator(_three_pieces))), CONTENT_LENGTH="")
+    except ValueError as error:
+        raise CaseFailed(f"your bridge raised ValueError ({error}) for CONTENT_LENGTH '': the header may be "
+                         "there and empty, which means no body, as when it is missing: "
+                         "int(environ.get('CONTENT_LENGTH') or 0)") from None
+    if (status, body) != ("201 Created", b"one two three"):
+        raise CaseFailed("with an empty CONTENT_LENGTH the request has no body; the response is as usual",
+                         expected=("201 Created", b"one two three"), got=(status, body))
 
 
 @asgi_to_wsgi.case("the request body and headers reach the app; receive() says http.disconnect only after the "
@@ -352,6 +480,38 @@ def _(answer):
                          expected=("200 OK", expected), got=(status, short_repr(body, 80)))
 
 
+@asgi_to_wsgi.case("an app that streams its body while it listens for http.disconnect (as Starlette's "
+                   "StreamingResponse does) sends all of it: the disconnect comes after the last body")
+@_collected
+def _(answer):
+    early = []  # the app heard http.disconnect while it was still sending
+
+    async def streaming(scope, receive, send):
+        await receive()  # the (empty) request body
+        gone = asyncio.ensure_future(receive())  # listening for a disconnect while it streams
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]})
+        pieces = (b"one ", b"two ", b"three")
+        for number, piece in enumerate(pieces, 1):
+            await asyncio.sleep(0.02)  # making the next piece
+            if gone.done():
+                early.append((gone.result(), number - 1))
+                await send({"type": "http.response.body", "body": b""})  # the client has gone: stop
+                return
+            await send({"type": "http.response.body", "body": piece, "more_body": number < len(pieces)})
+        await asyncio.wait_for(gone, DEADLINE)
+
+    status, _headers, body = _call_wsgi(answer(_in_time(asgi_validator(streaming))))
+    if early:
+        message, sent = early[0]
+        raise CaseFailed(f"receive() gave {short_repr(message, 60)} after the app had sent "
+                         f"http.response.start and {sent} of its 3 body pieces, so it stopped streaming: the "
+                         "response is complete only at the http.response.body whose more_body is False. Say "
+                         "http.disconnect then, not at http.response.start", expected=b"one two three", got=body)
+    if body != b"one two three":
+        raise CaseFailed("the body came in three http.response.body events: keep every one",
+                         expected=b"one two three", got=body)
+
+
 class _Loops:
     """An ASGI app that awaits asyncio.sleep(delay) and notes the loop and thread each request ran in."""
 
@@ -366,6 +526,32 @@ class _Loops:
         await asyncio.sleep(self.delay)
         await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]})
         await send({"type": "http.response.body", "body": b"slept"})
+
+
+class _Kept(logging.Handler):
+    """Keeps what a server logs while a case runs: its tracebacks would fill the learner's notebook, and the
+    case reports the error itself."""
+
+    def __init__(self):
+        super().__init__()
+        self.records = []
+
+    def emit(self, record):
+        self.records.append(record)
+
+
+@contextlib.contextmanager
+def _log_kept(name="gatewaylab.wsgi"):
+    """The course's WSGI server's log kept (not printed) inside the block."""
+    log, kept = logging.getLogger(name), _Kept()
+    propagate = log.propagate
+    log.addHandler(kept)
+    log.propagate = False
+    try:
+        yield kept
+    finally:
+        log.removeHandler(kept)
+        log.propagate = propagate
 
 
 @asgi_to_wsgi.case("four requests at once to an app awaiting asyncio.sleep(0.5), under the course's WSGI server "
@@ -383,7 +569,7 @@ def _(answer):
             errors.append(error)
             raise
 
-    with serve_wsgi(noted, name="check-10.2", server="gatewaylab", threads=requests) as server:
+    with _log_kept(), serve_wsgi(noted, name="check-10.2", server="gatewaylab", threads=requests) as server:
         result = load(server.url, requests, timeout=requests * delay + DEADLINE)
     if errors:
         error = errors[0]
@@ -470,8 +656,10 @@ def _(answer):
 def _(answer):
     _judge(answer, [_figures(4, 1, 2.0, 1.99), _figures(4, 1, 4.0, 1.0, threads={"WsgiToAsgi": 1, "a2wsgi": 4})],
            "concurrent means *less than* half of requests x delay_s; other keys (threads) are ignored")
-    _judge(answer, [None, {}, {"requests": 4, "delay_s": 1, "wall_s": {"a2wsgi": 1.0}}],
-           "without both wall times (the race was not run) there is no verdict: return None")
+    _judge(answer, [None, {}, {"requests": 4, "delay_s": 1, "wall_s": {"a2wsgi": 1.0}},
+                    {"requests": 4, "delay_s": 1}, {"requests": 4, "delay_s": 1, "threads": {"a2wsgi": 4}}],
+           "without both wall times (the race was not run, or figures has no \"wall_s\" at all) there is no "
+           "verdict: return None (figures.get(\"wall_s\", {}) never raises)")
 
 
 # --- 10.4 choose_setup ------------------------------------------------------------------------------------------------
@@ -513,14 +701,21 @@ def _app(views="sync", websocket=False, open_streams=0, threads=20, blocking_cal
 def _choose(answer, apps, what):
     for app in apps:
         expected = _setup(app)
-        got = answer(dict(app))
+        try:
+            got = answer(dict(app))
+        except ValueError as error:
+            raise CaseFailed(f"choose_setup({app}) raised ValueError ({error}), but this description is valid"
+                             + (": one thread is a WSGI server's smallest pool, and fine; refuse fewer than "
+                                "one (threads < 1)" if app["threads"] == 1 else ""),
+                             expected=expected, got="ValueError") from None
         if got != expected:
             raise CaseFailed(f"choose_setup({app}): {what}", expected=expected, got=got)
 
 
 @choose_setup.case("sync views, short requests, a few streams: WSGI with threads is enough")
 def _(answer):
-    _choose(answer, [_app(), _app(blocking_calls=True), _app(open_streams=5), _app(open_streams=20)],
+    _choose(answer, [_app(), _app(blocking_calls=True), _app(open_streams=5), _app(open_streams=20),
+                     _app(threads=1), _app(open_streams=1, threads=1)],
             "sync views with no WebSocket and no more open streams than threads need nothing but a WSGI server's "
             "threads (a blocking call holds only its own thread there; as many streams as threads fit)")
 
@@ -528,7 +723,7 @@ def _(answer):
 @choose_setup.case("a WebSocket, more streams than threads, or async views: ASGI")
 def _(answer):
     _choose(answer, [_app(websocket=True), _app(websocket=True, blocking_calls=True), _app(open_streams=500),
-                     _app(views="async"), _app(open_streams=21, threads=20)],
+                     _app(views="async"), _app(open_streams=21, threads=20), _app(open_streams=2, threads=1)],
             "a WebSocket needs ASGI (WSGI has none); more open streams than threads need it (a thread each); "
             "async views need it to be worth writing (under WSGI each still holds a thread). Sync views run in "
             "threads under ASGI, so their blocking calls need no to_thread")
