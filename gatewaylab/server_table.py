@@ -1,7 +1,7 @@
 """Lesson 10's live table of servers: the course's two, and the production servers installed, measured on your machine.
 
     >>> table = server_table()     # a panel: press "Measure", watch each row fill in (about a minute in all)
-    >>> rows = measure()           # the same as a plain call; returns the rows, and table_html(rows) draws them
+    >>> rows = measure()           # the same as a plain call; the rows show as the table (table_html(rows), or text)
 
 Each server runs in a child process of its own on a free port (gatewaylab.servers.serve_command), serving the same
 two endpoints (`wsgi_app` or `asgi_app` below): "Hello, world!" at once, and the same after `?delay=0.5` seconds. Two
@@ -40,7 +40,8 @@ from urllib.parse import parse_qs
 
 from gatewaylab.html_style import LEFT
 
-__all__ = ["server_table", "ServerTable", "measure", "table_html", "Server", "Row", "SERVERS", "REFERENCE",
+__all__ = ["server_table", "ServerTable", "measure", "table_html", "table_text", "Server", "Row", "Rows", "SERVERS",
+           "REFERENCE",
            "wsgi_app", "asgi_app"]
 
 DURATION = 2.0  # seconds of hello-world requests per server
@@ -94,7 +95,7 @@ async def asgi_app(scope, receive, send):
 WSGI_TARGET, ASGI_TARGET = "gatewaylab.server_table:wsgi_app", "gatewaylab.server_table:asgi_app"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class Server:
     """A server of the table: how to start it, and what it is (from its documentation and code)."""
 
@@ -126,6 +127,9 @@ class Server:
     def label(self) -> str:
         version = self.version()
         return f"{self.name} {version}" if version else self.name
+
+    def __repr__(self) -> str:
+        return f"Server({self.key!r}: {self.label}, {self.interface})"
 
 
 PY = sys.executable
@@ -180,7 +184,7 @@ REFERENCE: dict[str, dict[str, float]] = {
 
 # --- measuring --------------------------------------------------------------------------------------------------------
 
-@dataclass
+@dataclass(repr=False)
 class Row:
     """One server's line of the table."""
 
@@ -189,6 +193,28 @@ class Row:
     rps: float | None = None  # hello-world requests per second, keep-alive
     slow_wall_s: float | None = None  # seconds until CLIENTS requests of DELAY s were all answered
     reference: dict[str, float] = field(default_factory=dict)
+
+    def figures(self) -> str:
+        """'4,431 req/s, slow 0.54 s' (a dash for what was not measured)."""
+        rps = f"{self.rps:,.0f} req/s" if self.rps is not None else "–"
+        return rps + ", " + (f"slow {self.slow_wall_s:.2f} s" if self.slow_wall_s is not None else "slow –")
+
+    def __repr__(self) -> str:
+        return f"Row({self.server.label}: {self.figures()}; {self.status})"
+
+
+class Rows(list):
+    """measure()'s rows (a list of Row) that show as the table: HTML in a notebook, text in a terminal."""
+
+    def __init__(self, rows=(), *, clients: int = CLIENTS, delay: float = DELAY, threads: int = THREADS):
+        super().__init__(rows)
+        self.clients, self.delay, self.threads = clients, delay, threads
+
+    def _repr_html_(self) -> str:
+        return table_html(self, clients=self.clients, delay=self.delay, threads=self.threads)
+
+    def __repr__(self) -> str:
+        return table_text(self)
 
 
 def _children(process) -> list:
@@ -266,8 +292,9 @@ def _measure_one(row: Row, duration: float, clients: int, delay: float, threads:
 def measure(servers: list[str] | None = None, *, duration: float = DURATION, clients: int = CLIENTS,
             delay: float = DELAY, threads: int = THREADS,
             progress: Callable[[int, int, list[Row]], None] | None = None,
-            cancelled: threading.Event | None = None) -> list[Row]:
-    """Measure each server (keys of SERVERS; all by default) in turn; return the rows.
+            cancelled: threading.Event | None = None) -> Rows:
+    """Measure each server (keys of SERVERS; all by default) in turn; return the rows (a Rows: a list of Row, shown
+    as the table).
 
     progress(done, total, rows) is called as each step starts and ends (total: three steps per server). A server
     that is not installed, or fails, has that in its row's status; the others are measured all the same. Setting
@@ -278,7 +305,8 @@ def measure(servers: list[str] | None = None, *, duration: float = DURATION, cli
     if unknown:
         raise ValueError(f"unknown servers {unknown}; the table knows {', '.join(SERVER_KEYS)}")
     cancelled = cancelled or threading.Event()
-    rows = [Row(next(s for s in SERVERS if s.key == key), reference=REFERENCE.get(key, {})) for key in keys]
+    rows = Rows([Row(next(s for s in SERVERS if s.key == key), reference=REFERENCE.get(key, {})) for key in keys],
+                clients=clients, delay=delay, threads=threads)
     total, done = 3 * len(rows), 0
 
     def report() -> None:
@@ -360,8 +388,7 @@ def table_html(rows: list[Row], *, clients: int = CLIENTS, delay: float = DELAY,
 def table_text(rows: list[Row]) -> str:
     lines = [f"Servers on this machine ({this_machine()}); reference: {REFERENCE_MACHINE}"]
     for row in rows:
-        mine = (f"{row.rps:,.0f} req/s" if row.rps is not None else "–") + ", " + (
-            f"slow {row.slow_wall_s:.2f} s" if row.slow_wall_s is not None else "slow –")
+        mine = row.figures()
         ref = row.reference
         theirs = (f"{ref['rps']:,.0f} req/s, slow {ref['slow_wall_s']:.2f} s" if {"rps", "slow_wall_s"} <= set(ref)
                   else "none")
@@ -372,7 +399,8 @@ def table_text(rows: list[Row]) -> str:
 class ServerTable:
     """The live table: a Measure button, a Stop button, progress, and the table filling in row by row.
 
-    As a plain call (no widgets, or a script): table.run() measures and returns the rows; the table shows them.
+    As a plain call (no widgets, or a script): table.run() measures and returns the rows, which show as the table
+    (HTML in a notebook, text elsewhere); the widget's table shows them too.
     """
 
     def __init__(self, servers: list[str] | None = None, *, duration: float = DURATION, clients: int = CLIENTS,
@@ -382,7 +410,8 @@ class ServerTable:
         self.servers, self.duration, self.clients, self.delay, self.threads = servers, duration, clients, delay, \
             threads
         keys = SERVER_KEYS if servers is None else list(servers)
-        self.rows = [Row(next(s for s in SERVERS if s.key == key), reference=REFERENCE.get(key, {})) for key in keys]
+        self.rows = Rows([Row(next(s for s in SERVERS if s.key == key), reference=REFERENCE.get(key, {}))
+                          for key in keys], clients=clients, delay=delay, threads=threads)
         self.cancelled = threading.Event()
         self.thread: threading.Thread | None = None
         self._busy = threading.Lock()
@@ -407,8 +436,8 @@ class ServerTable:
                                         f"{done} of {total} steps")
         self.output.value = table_html(rows, clients=self.clients, delay=self.delay, threads=self.threads)
 
-    def run(self) -> list[Row]:
-        """Measure now (blocking); fill the table; return the rows."""
+    def run(self) -> Rows:
+        """Measure now (blocking); fill the table; return the rows (shown as the table)."""
         if not self._busy.acquire(blocking=False):
             raise RuntimeError("the table is being measured already; wait for it, or press Stop")
         try:
@@ -443,8 +472,8 @@ class ServerTable:
 
     def _repr_mimebundle_(self, **kwargs):
         bundle = self.widget._repr_mimebundle_(**kwargs)
-        bundle["text/plain"] = ("The live table of servers (widgets cannot show here: call its run() to measure "
-                                "and print it).\n" + table_text(self.rows))
+        bundle["text/plain"] = ("The live table of servers (widgets cannot show here: its run() measures, and "
+                                "returns the rows, which print as this table).\n" + table_text(self.rows))
         return bundle
 
     def __repr__(self) -> str:

@@ -197,9 +197,24 @@ def test_the_panel_measures_in_the_background_and_its_stop_button_stops_after_th
     table.wait(30)
     assert [row.status for row in table.rows] == ["stopped", "stopped"]
     assert table.status.value == "stopped" and not table.button.disabled
-    rows = table.run()  # as a plain call
+    rows = table.run()  # as a plain call: the rows show as the table
     assert [row.status for row in rows] == ["measured", "measured"] and table.status.value == "done"
+    assert isinstance(rows, server_table.Rows) and f"{rows[0].rps:,.0f} req/s" in repr(rows)
+    assert rows._repr_html_().startswith("<table") and "<function" not in repr(rows)
     assert table.progress.value == table.progress.max == 6
     assert f"{rows[0].rps:,.0f}" in table.output.value
     bundle = table._repr_mimebundle_()
     assert "run()" in bundle["text/plain"] and "gatewaylab.asgi" in bundle["text/plain"]
+
+
+def test_the_rows_read_as_the_table_not_as_dataclasses():
+    rows = server_table.Rows([server_table.Row(SERVERS[2], status="measured", rps=4431.258306432988,
+                                               slow_wall_s=0.5412, reference=REFERENCE["uvicorn"]),
+                              server_table.Row(SERVERS[3])], clients=8, delay=0.2, threads=2)
+    text = repr(rows)
+    assert text.startswith("Servers on this machine") and "4,431 req/s, slow 0.54 s" in text, text
+    assert "<function" not in text and "argv" not in text and "4431.258" not in text
+    assert repr(rows[0]) == f"Row({SERVERS[2].label}: 4,431 req/s, slow 0.54 s; measured)"
+    assert repr(rows[1]).endswith("–, slow –; waiting)") and "<lambda>" not in repr(SERVERS[3])
+    page = rows._repr_html_()
+    assert page.startswith("<table") and "4,431" in page and "with 2 threads" in page and "8 requests" in page
