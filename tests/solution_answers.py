@@ -73,6 +73,17 @@ def failure_messages(report) -> str:
     return "\n".join(r.message for r in report.results if not r.passed)
 
 
+def fails_with(exercise_id: str, answer, *fragments: str):
+    """Run a check on a wrong answer: it must fail plainly, with each fragment somewhere in its messages."""
+    from gatewaylab.grading import run_check
+
+    report = run_check(exercise_id, answer)
+    messages = failure_messages(report)
+    for fragment in fragments:
+        assert fragment in messages, messages
+    return report
+
+
 @contextlib.contextmanager
 def nothing_left_running(exercise_prefix: str):
     """A check (and the answer it ran) stops its servers, named check-NN..., and every thread it started ends."""

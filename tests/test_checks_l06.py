@@ -7,7 +7,7 @@ import time
 import pytest
 
 from gatewaylab.grading import run_check
-from solution_answers import SolutionNotebook, failure_messages, nothing_left_running
+from solution_answers import SolutionNotebook, fails_with, nothing_left_running
 
 NOTEBOOK = SolutionNotebook("06_asgi_the_interface.ipynb")
 reference, variant = NOTEBOOK.reference, NOTEBOOK.variant
@@ -22,14 +22,6 @@ pytestmark = [
 def _nothing_left_running():
     with nothing_left_running("check-06"):
         yield
-
-
-def fails_with(exercise_id, answer, *fragments):
-    report = run_check(exercise_id, answer)
-    messages = failure_messages(report)
-    for fragment in fragments:
-        assert fragment in messages, messages
-    return report
 
 
 def case_failed(report, name_part, *fragments):

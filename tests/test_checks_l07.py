@@ -6,7 +6,7 @@ import pytest
 
 from gatewaylab import asgi
 from gatewaylab.grading import run_check
-from solution_answers import SolutionNotebook, failure_messages, nothing_left_running
+from solution_answers import SolutionNotebook, failure_messages, fails_with, nothing_left_running
 
 NOTEBOOK = SolutionNotebook("07_build_an_asgi_server.ipynb")
 reference, variant = NOTEBOOK.reference, NOTEBOOK.variant
@@ -21,14 +21,6 @@ pytestmark = [
 def _nothing_left_running():
     with nothing_left_running("check-07"):
         yield
-
-
-def fails_with(exercise_id, answer, *fragments):
-    report = run_check(exercise_id, answer)
-    messages = failure_messages(report)
-    for fragment in fragments:
-        assert fragment in messages, messages
-    return report
 
 
 EXERCISES = [("make_scope", "07.1"), ("RequestBody", "07.2"), ("receive", "07.3"), ("send", "07.4"),

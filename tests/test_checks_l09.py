@@ -7,7 +7,7 @@ import time
 import pytest
 
 from gatewaylab.grading import run_check
-from solution_answers import SolutionNotebook, failure_messages, nothing_left_running
+from solution_answers import SolutionNotebook, failure_messages, fails_with, nothing_left_running
 
 NOTEBOOK = SolutionNotebook("09_real_time.ipynb")
 reference, variant = NOTEBOOK.reference, NOTEBOOK.variant
@@ -22,14 +22,6 @@ pytestmark = [
 def _nothing_left_running():
     with nothing_left_running("check-09"):
         yield
-
-
-def fails_with(exercise_id, answer, *fragments):
-    report = run_check(exercise_id, answer)
-    messages = failure_messages(report)
-    for fragment in fragments:
-        assert fragment in messages, messages
-    return report
 
 
 @pytest.mark.parametrize("name, exercise_id", [("ticks", "09.1"), ("parse_stream", "09.2"),
