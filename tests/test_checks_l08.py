@@ -62,6 +62,20 @@ def test_not_sorting_fails():
     assert "sort" in failure_messages(run_check("08.1", answer))
 
 
+@pytest.mark.parametrize("rank", ["math.ceil(p / 100 * len(ordered))", "math.ceil(p * 0.01 * len(ordered))"])
+def test_a_rank_computed_in_floating_point_fails(rank):
+    # 7 / 100 * 100 is 7.000000000000001: its ceil makes p7 of 1..100 the 8th value
+    answer = variant("percentile", ("math.ceil(p * len(ordered) / 100)", rank))
+    messages = failure_messages(run_check("08.1", answer))
+    assert "floating point" in messages and "p * len(ordered) / 100" in messages
+
+
+def test_a_wrong_rank_on_unsorted_input_is_not_blamed_on_sorting():
+    answer = variant("percentile", ("math.ceil(p * len(ordered) / 100)", "round(p * len(ordered) / 100)"))
+    messages = failure_messages(run_check("08.1", answer))
+    assert "should sort" not in messages and "the sorting is not the trouble" in messages
+
+
 def test_no_value_error_for_an_empty_list_fails():
     answer = variant("percentile", ('    if not ordered:\n        raise ValueError("no values: there is no '
                                     'percentile of nothing")\n', ""))
@@ -99,6 +113,17 @@ def test_swapped_percentiles_fail():
     assert "swapped" in failure_messages(run_check("08.2", answer))
 
 
+def test_the_mean_in_place_of_the_median_fails():
+    answer = variant("measure_servers", ('"p50_s": result.percentile(50)',
+                                         '"p50_s": sum(result.latencies) / len(result.latencies)'))
+    assert "not the mean" in failure_messages(run_check("08.2", answer))
+
+
+def test_the_maximum_in_place_of_p99_fails():
+    answer = variant("measure_servers", ('"p99_s": result.percentile(99)', '"p99_s": max(result.latencies)'))
+    assert "p100" in failure_messages(run_check("08.2", answer))
+
+
 def test_rows_without_a_key_fail():
     answer = variant("measure_servers", ('"clients": clients, ', ""))
     assert "lacks clients" in failure_messages(run_check("08.2", answer))
@@ -127,6 +152,17 @@ def test_waiting_for_the_future_in_the_loops_thread_stalls_it():
                                      "return pool.submit(func, *args).result()"))
     messages = failure_messages(run_check("08.3", answer))
     assert "woke" in messages and ".result()" in messages
+
+
+def test_polling_the_future_with_time_sleep_stalls_the_loop():
+    answer = wrong("""
+async def run_in_pool(pool, func, *args):
+    future = pool.submit(func, *args)
+    while not future.done():
+        time.sleep(0.01)
+    return future.result()
+""", "run_in_pool")
+    assert "woke" in failure_messages(run_check("08.3", answer))
 
 
 def test_swallowing_the_exception_fails():
@@ -161,15 +197,16 @@ def test_the_reference_notes_fix_passes():
 def test_the_blocking_version_fails_on_the_upstream_and_on_the_lock():
     report = run_check("08.4", wrong(BLOCKING, "add_note"))
     messages = failure_messages(report)
-    assert "httpx.AsyncClient" in messages and "to_thread" in messages
+    assert "httpx.AsyncClient" in messages
     assert report.results[0].passed  # it is correct, only blocking
+    assert "one after another, never two at once" in report.results[2].message  # what stalled: the upstream calls
 
 
 def test_async_http_with_sqlite_on_the_loop_fails_on_the_lock():
     answer = variant("add_note", ("return {\"id\": await asyncio.to_thread(insert, tag),",
                                   "return {\"id\": insert(tag),"))
     report = run_check("08.4", answer)
-    assert "write lock" in failure_messages(report)
+    assert "sqlite3 waited for the write lock" in failure_messages(report)
     assert [r.passed for r in report.results] == [True, True, False]
 
 
@@ -192,3 +229,70 @@ def test_string_formatted_sql_fails_on_quotes():
                                   "db.execute(f\"INSERT INTO notes (text, tag) VALUES ('{text}', '{tag}')\")"))
     report = run_check("08.4", answer)
     assert not report.passed and not report.results[0].passed
+
+
+NO_UPSTREAM = '''
+async def add_note(db_path, upstream_url, text):   # never asks the upstream: the tag guessed from the text
+    words = text.split()
+    tag = words[0].lower() if words else "empty"
+    def insert():
+        with contextlib.closing(sqlite3.connect(db_path, timeout=5)) as db, db:
+            return db.execute("INSERT INTO notes (text, tag) VALUES (?, ?)", (text, tag)).lastrowid
+    note_id = await asyncio.to_thread(insert)
+    return {"id": note_id, "text": text, "tag": tag}
+'''
+
+
+def test_a_tag_made_up_without_asking_the_upstream_fails():
+    report = run_check("08.4", wrong(NO_UPSTREAM, "add_note"))
+    messages = failure_messages(report)
+    assert "never asked the upstream" in messages and "asked the upstream 0 time(s)" in messages
+    assert not report.results[0].passed and not report.results[1].passed
+
+
+KEPT_OPEN = '''
+kept = []
+
+async def add_note(db_path, upstream_url, text):   # every call leaves a connection open
+    async with httpx.AsyncClient(timeout=10) as client:
+        reply = await client.get(f"{upstream_url}/tag", params={"text": text})
+    tag = reply.json()["tag"]
+    def insert():
+        db = sqlite3.connect(db_path, timeout=5, check_same_thread=False)
+        kept.append(db)
+        note_id = db.execute("INSERT INTO notes (text, tag) VALUES (?, ?)", (text, tag)).lastrowid
+        db.commit()
+        return note_id
+    return {"id": await asyncio.to_thread(insert), "text": text, "tag": tag}
+'''
+
+
+def test_a_connection_left_open_fails():
+    answer = wrong(KEPT_OPEN, "add_note")
+    try:
+        report = run_check("08.4", answer)
+    finally:
+        for db in answer.__globals__["kept"]:
+            db.close()
+    assert "still open" in failure_messages(report) and not report.results[0].passed
+
+
+BLOCKING_HTTP_WITH_AIOSQLITE = '''
+import aiosqlite
+
+async def add_note(db_path, upstream_url, text):
+    reply = httpx.get(f"{upstream_url}/tag", params={"text": text})
+    tag = reply.json()["tag"]
+    async with aiosqlite.connect(db_path, timeout=5) as db:
+        cursor = await db.execute("INSERT INTO notes (text, tag) VALUES (?, ?)", (text, tag))
+        await db.commit()
+    return {"id": cursor.lastrowid, "text": text, "tag": tag}
+'''
+
+
+def test_blocking_http_with_aiosqlite_is_told_the_upstream_calls_stalled():
+    report = run_check("08.4", wrong(BLOCKING_HTTP_WITH_AIOSQLITE, "add_note"))
+    messages = failure_messages(report)
+    assert report.results[0].passed and not report.results[2].passed
+    assert "the upstream calls waited in the loop's own thread" in report.results[2].message
+    assert "sqlite3 waited" not in messages
