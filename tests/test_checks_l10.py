@@ -9,7 +9,7 @@ import pytest
 from asgiref.sync import sync_to_async
 
 from gatewaylab.grading import run_check
-from solution_answers import SolutionNotebook, failure_messages, nothing_left_running
+from solution_answers import SolutionNotebook, fails_with, nothing_left_running
 
 NOTEBOOK = SolutionNotebook("10_bridges_and_the_choice.ipynb")
 reference, variant = NOTEBOOK.reference, NOTEBOOK.variant
@@ -29,14 +29,6 @@ asyncio.run(sync_to_async(lambda: None)())
 def _nothing_left_running():
     with nothing_left_running("check-10"):
         yield
-
-
-def fails_with(exercise_id, answer, *fragments):
-    report = run_check(exercise_id, answer)
-    messages = failure_messages(report)
-    for fragment in fragments:
-        assert fragment in messages, messages
-    return report
 
 
 def case_failed(report, name_part, *fragments, expected=None):
