@@ -78,9 +78,24 @@ def _work(path: str, query: str) -> tuple[float, float] | None:
     return delay, ms
 
 
+def _pid_delay(path: str, query: str) -> float | None:
+    """/pid?delay=s (which process answered, after s seconds: the warm-up counts the workers): its delay, or None."""
+    if path != "/pid":
+        return None
+    work = _work("/io", query)
+    return None if work is None else work[0]
+
+
 def wsgi_app(environ, start_response):
-    """/hello, /io?delay=s (time.sleep), /cpu?ms=n (pure Python), /mixed?delay=s&ms=n: one app, four workloads."""
-    work = _work(environ.get("PATH_INFO", "/"), environ.get("QUERY_STRING", ""))
+    """/hello, /io?delay=s (time.sleep), /cpu?ms=n (pure Python), /mixed?delay=s&ms=n: one app, four workloads;
+    and /pid?delay=s, the process id of the worker that answered."""
+    path, query = environ.get("PATH_INFO", "/"), environ.get("QUERY_STRING", "")
+    if (delay := _pid_delay(path, query)) is not None:
+        time.sleep(delay)
+        body = str(os.getpid()).encode()
+        start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
+        return [body]
+    work = _work(path, query)
     if work is None:
         start_response("404 Not Found", [("Content-Type", "text/plain")])
         return [b"try /hello, /io?delay=0.05, /cpu?ms=5 or /mixed?delay=0.05&ms=2\n"]
@@ -101,8 +116,13 @@ async def asgi_app(scope, receive, send):
             await send({"type": "lifespan.startup.complete"})
         await send({"type": "lifespan.shutdown.complete"})
         return
-    work = _work(scope["path"], scope["query_string"].decode("latin-1"))
-    status, body = (404, b"not found\n") if work is None else (200, b"hello\n")
+    path, query = scope["path"], scope["query_string"].decode("latin-1")
+    if (delay := _pid_delay(path, query)) is not None:
+        await asyncio.sleep(delay)
+        work, status, body = None, 200, str(os.getpid()).encode()
+    else:
+        work = _work(path, query)
+        status, body = (404, b"not found\n") if work is None else (200, b"hello\n")
     if work is not None:
         delay, ms = work
         if delay:
@@ -437,10 +457,10 @@ def memory_plot(figures: dict) -> Plot:
 
 # --- where the event loop loses: one CPU-bound request among quick ones -------------------------------------------
 
-STALL_CONTENDERS = {
-    "threads": ("pool WSGI (course, 10 threads, one process)", _child("pool", POOL_THREADS)),
-    "asgi": ("uvicorn (ASGI, one event loop)", _child("uvicorn")),
-    "processes": ("gunicorn (2 sync worker processes)", _gunicorn(2, 1, "sync")),
+STALL_CONTENDERS = {  # kind: (name, start, worker processes)
+    "threads": ("pool WSGI (course, 10 threads, one process)", _child("pool", POOL_THREADS), 1),
+    "asgi": ("uvicorn (ASGI, one event loop)", _child("uvicorn"), 1),
+    "processes": ("gunicorn (2 sync worker processes)", _gunicorn(2, 1, "sync"), 2),
 }
 
 
@@ -477,22 +497,43 @@ async def _stall_run(url: str, cpu_ms: float, probes: int) -> tuple[float, list[
     return heavy.latency, [r.latency for r in records]
 
 
+async def _warm_up(url: str, workers: int, timeout: float = START_TIMEOUT) -> set[int]:
+    """Until `workers` different processes have answered: rounds of `workers` requests at once to /pid?delay=0.2
+    (while one worker waits, the next request needs another). A gunicorn that has just started may still be booting
+    its second worker, and one worker can answer every request of a round. The process ids seen."""
+    import httpx
+
+    pids: set[int] = set()
+    deadline = time.monotonic() + timeout
+    async with httpx.AsyncClient(timeout=10, limits=httpx.Limits(max_keepalive_connections=0)) as client:
+        while len(pids) < workers:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"only {len(pids)} of {workers} worker processes answered at {url}")
+            replies = await asyncio.gather(*(client.get(f"{url}/pid", params={"delay": "0.2"})
+                                             for _ in range(workers)))
+            pids.update(int(reply.text) for reply in replies)
+    return pids
+
+
 def _p(values: list[float], p: float) -> float:
+    """The p-th percentile of values by nearest rank (ceil(p * n / 100), exact for whole p; p / 100 * n is not:
+    7 / 100 * 100 is 7.000000000000001)."""
     ordered = sorted(values)
-    return ordered[max(1, math.ceil(p / 100 * len(ordered))) - 1]  # nearest rank
+    return ordered[max(1, math.ceil(p * len(ordered) / 100)) - 1]
 
 
 def cpu_stall(cpu_ms: float = 200, probes: int = 20, kinds: Iterable[str] = ("threads", "asgi", "processes"),
               *, progress: Callable[[int, int], None] | None = None) -> dict:
     """Each server gets one request that computes cpu_ms ms while quick /hello requests keep arriving; how long the
-    quick ones took. {"cpu_ms": c, "p99_s": {kind: s}, "p50_s": {...}, "cpu_s": {...}, "latencies_s": {...}}"""
+    quick ones took. {"cpu_ms": c, "p99_s": {kind: s}, "p50_s": {...}, "cpu_s": {...}, "latencies_s": {...}}; the
+    percentiles by nearest rank (measured latencies: with 20 probes, p99 is the slowest of them)."""
     kinds = list(kinds)
     figures: dict = {"cpu_ms": cpu_ms, "p99_s": {}, "p50_s": {}, "cpu_s": {}, "latencies_s": {}, "servers": {}}
     for step, kind in enumerate(kinds):
-        name, start = STALL_CONTENDERS[kind]
+        name, start, workers = STALL_CONTENDERS[kind]
         url, stop = _url_and_stop(start(wsgi_app if kind != "asgi" else asgi_app))
         try:
-            load(url + "/hello", 2, timeout=5)  # warm up every worker there is
+            _blocking(_warm_up(url, workers))  # every worker process up and answering, not only the first
             heavy, quick = _blocking(_stall_run(url, cpu_ms, probes))
         finally:
             stop()

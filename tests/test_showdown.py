@@ -3,6 +3,7 @@ a showdown measures the ordering the lesson claims, and memory, the CPU stall an
 
 import asyncio
 import io
+import os
 import threading
 import time
 
@@ -146,6 +147,29 @@ def test_a_thread_per_connection_costs_more_memory_than_a_task():
     assert figures["connections"] == 300 and per["threads"] > per["tasks"] > 0, figures
     assert "KiB" in memory_plot(figures).summary
     assert servers.running() == {}
+
+
+def test_the_apps_say_which_process_answered():
+    assert call_wsgi("/pid", "delay=0") == ("200 OK", str(os.getpid()).encode())
+    assert call_asgi("/pid", b"delay=0") == (200, str(os.getpid()).encode())
+    assert call_wsgi("/pid", "delay=x")[0] == "404 Not Found"
+
+
+def test_the_stall_percentiles_are_nearest_ranks_computed_exactly():
+    # p / 100 * n in floating point: 7 / 100 * 100 is 7.000000000000001, whose ceil would give the 8th value
+    for n, p in ((100, 7), (50, 14), (25, 28), (10, 70), (20, 35)):
+        assert showdown._p(list(range(n, 0, -1)), p) == p * n // 100
+    assert showdown._p([0.3, 0.1, 0.2], 0) == 0.1 and showdown._p([0.3, 0.1, 0.2], 99) == 0.3
+
+
+def test_the_warm_up_waits_for_every_gunicorn_worker():
+    _, start, workers = showdown.STALL_CONTENDERS["processes"]
+    server = start(wsgi_app)
+    try:
+        pids = showdown._blocking(showdown._warm_up(server.url, workers))
+    finally:
+        server.stop()
+    assert workers == 2 and len(pids) == 2 and os.getpid() not in pids
 
 
 def test_one_cpu_bound_request_stalls_the_loop_not_the_threads():
