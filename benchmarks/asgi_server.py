@@ -42,7 +42,7 @@ from pathlib import Path
 import psutil
 
 # The measuring tools are the WSGI benchmark's: the same wrk run and load driver for both interfaces.
-from wsgi_server import free_port, with_driver, with_wrk
+from wsgi_server import free_port, report_targets, with_driver, with_wrk
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -280,10 +280,7 @@ def main(argv=None):
                             f"{ratio:.2f}x (target <= 1x)", ratio <= 1))
         targets.append((f"{n} slow requests, worst of {args.repeat} runs: " + ", ".join(
             f"{kind} {max(runs[kind][n]):.2f} s" for kind in SERVERS), None))
-    print("\nTargets")
-    for text, met in targets:
-        print(f"  {({True: 'PASS', False: 'FAIL', None: 'INFO'})[met]}  {text}")
-    return 0 if all(met is not False for _, met in targets) else 1
+    return report_targets(targets)
 
 
 if __name__ == "__main__":

@@ -38,6 +38,7 @@ import psutil
 
 # The ASGI benchmark's helpers: the open-files limit, the servers' environment, a server process, its footprint.
 from asgi_server import HERE, Server, footprint, free_port, most_files, server_env
+from wsgi_server import report_targets
 
 from gatewaylab.chat import Room, chat_app
 from gatewaylab.websocket import CLOSE, TEXT, encode_frame, read_frame
@@ -341,10 +342,7 @@ def main(argv=None):
     targets.append((f"SSE stream {WSGI_STREAMS + 1} on the WSGI server waited {waited:.2f} s for a thread, while "
                     f"the ASGI server held {ASGI_STREAMS} streams on one", None))
 
-    print("\nTargets")
-    for text, met in targets:
-        print(f"  {({True: 'PASS', False: 'FAIL', None: 'INFO'})[met]}  {text}")
-    return 0 if all(met is not False for _, met in targets) else 1
+    return report_targets(targets)
 
 
 if __name__ == "__main__":

@@ -220,6 +220,11 @@ def main(argv=None):
     for n, wall in sequential.items():
         targets.append((f"1 thread, {n} slow requests: {wall:.2f} s = {wall / (n * DELAY):.3f} x N x {DELAY} s "
                         "(target <= 1.05)", wall <= 1.05 * n * DELAY))
+    return report_targets(targets)
+
+
+def report_targets(targets):
+    """Print each target as PASS, FAIL or INFO (a figure with no target); 1 if one was missed, else 0."""
     print("\nTargets")
     for text, met in targets:
         print(f"  {({True: 'PASS', False: 'FAIL', None: 'INFO'})[met]}  {text}")

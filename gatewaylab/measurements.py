@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import re
 import threading
 import warnings
@@ -88,17 +87,6 @@ def _valid(data: Any) -> bool:
                     for entry in data["measurements"].values()))
 
 
-def _move_aside(path: Path, reason: str) -> None:
-    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    aside = path.with_name(f"{path.name}.corrupt-{stamp}")
-    try:
-        os.replace(path, aside)
-        where = f"moved it to {aside}"
-    except OSError as exc:
-        where = f"could not move it aside ({exc})"
-    warnings.warn(f"measurements file {path} could not be read ({reason}); {where} and started afresh", stacklevel=4)
-
-
 def _read(path: Path) -> dict[str, Any]:
     """The file's data; a damaged file is moved aside (empty data); an unreadable one raises OSError."""
     try:
@@ -108,10 +96,10 @@ def _read(path: Path) -> dict[str, Any]:
     try:
         data = json.loads(text)
     except ValueError as exc:
-        _move_aside(path, f"not JSON: {exc}")
+        progress._move_aside(path, f"not JSON: {exc}", "measurements file", stacklevel=4)
         return {"version": VERSION, "measurements": {}}
     if not _valid(data):
-        _move_aside(path, "not a gatewaylab measurements file")
+        progress._move_aside(path, "not a gatewaylab measurements file", "measurements file", stacklevel=4)
         return {"version": VERSION, "measurements": {}}
     return data
 

@@ -62,7 +62,8 @@ def _valid(data: Any) -> bool:
             and all(isinstance(entry, dict) for entry in data["exercises"].values()))
 
 
-def _move_aside(path: Path, reason: str) -> None:
+def _move_aside(path: Path, reason: str, what: str = "progress file", stacklevel: int = 3) -> None:
+    """Keep a file that cannot be read beside it, under a new name, and say so (measurements' file too)."""
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
     aside = path.with_name(f"{path.name}.corrupt-{stamp}")
     try:
@@ -70,7 +71,7 @@ def _move_aside(path: Path, reason: str) -> None:
         where = f"moved it to {aside}"
     except OSError as exc:
         where = f"could not move it aside ({exc})"
-    warnings.warn(f"progress file {path} could not be read ({reason}); {where} and started afresh", stacklevel=3)
+    warnings.warn(f"{what} {path} could not be read ({reason}); {where} and started afresh", stacklevel=stacklevel)
 
 
 def load_progress(path: Path | None = None) -> dict[str, Any]:
