@@ -390,7 +390,7 @@ def test_fragments_pings_and_the_close_on_a_live_connection():
     (masked(CONTINUATION, b"out of place"), 1002),
     (masked(BINARY, b"x" * 2000), 1009),
     (masked(CLOSE, b"\x03"), 1002),
-])
+], ids=["unmasked", "bad-utf8", "stray-continuation", "too-big", "one-byte-close"])  # masks are random: name them
 def test_a_broken_client_is_closed_with_the_right_code_and_its_app_hears_it(frame, code):
     record = []
 
