@@ -30,6 +30,19 @@ VIEWPORT = {"width": 1280, "height": 900}  # a laptop
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("browser")]  # one JupyterLab for all, on one worker
 
+def wait_until_serving(base, token, process, log_path, timeout=60):
+    """Wait for a Jupyter server started as `process` to answer its status API; fail with its log if it dies first."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if httpx.get(f"{base}/api/status?token={token}").status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        assert process.poll() is None and time.monotonic() < deadline, log_path.read_text()
+        time.sleep(0.5)
+
+
 KERNEL_READY = """() => {
     const context = window.jupyterapp?.shell.currentWidget?.sessionContext;
     const kernel = context?.session?.kernel;
@@ -115,15 +128,7 @@ def lab(tmp_path_factory):
         env=env, stdout=log, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"{base}/api/status?token={token}").status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert server.poll() is None and time.monotonic() < deadline, (root / "jupyterlab.log").read_text()
-            time.sleep(0.5)
+        wait_until_serving(base, token, server, root / "jupyterlab.log")
         yield Lab(base, token, root)
     finally:
         server.terminate()

@@ -15,7 +15,7 @@ import pytest
 from gatewaylab.chat import Room, chat_app
 from gatewaylab.servers import free_port
 from gatewaylab.websocket import WebSocketServer
-from test_browser import CHROMIUM, CHROMIUM_ARGS, SCREENSHOTS
+from test_browser import CHROMIUM, CHROMIUM_ARGS, SCREENSHOTS, wait_until_serving
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("browser")]
 
@@ -115,15 +115,7 @@ def jupyter_server(tmp_path):
         env={**os.environ, "JUPYTER_CONFIG_DIR": str(tmp_path / "config")}, stdout=log, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"{base}/api/status?token={token}").status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert process.poll() is None and time.monotonic() < deadline, (tmp_path / "jupyter.log").read_text()
-            time.sleep(0.5)
+        wait_until_serving(base, token, process, tmp_path / "jupyter.log")
         yield base, token
     finally:
         process.terminate()
